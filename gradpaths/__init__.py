@@ -1,0 +1,13 @@
+"""gradpaths: exact path decompositions of recurrent-network gradients."""
+
+from gradpaths.cells import GRU, LSTM, MGU, RNN, Cell, HState, LSTMState, gru, irnn, lstm, mgu, rnn
+from gradpaths.decompose import Decomposition, decompose, masked_grad
+from gradpaths.unroll import unroll, unroll_states
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Cell", "RNN", "LSTM", "GRU", "MGU", "LSTMState", "HState",
+    "rnn", "irnn", "lstm", "gru", "mgu",
+    "unroll", "unroll_states", "decompose", "masked_grad", "Decomposition",
+]
