@@ -1,0 +1,22 @@
+"""Test setup: float64 available everywhere; float32 tests pass float32 arrays explicitly.
+
+GRADPATHS_X64=0 runs the suite with x64 off (float64 tests then skip).
+"""
+
+import os
+
+import jax
+import pytest
+
+X64 = os.environ.get("GRADPATHS_X64", "1") != "0"
+jax.config.update("jax_enable_x64", X64)
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+def pytest_collection_modifyitems(config, items):
+    if X64:
+        return
+    skip = pytest.mark.skip(reason="float64 needs GRADPATHS_X64=1")
+    for item in items:
+        if "float64" in item.name:
+            item.add_marker(skip)
