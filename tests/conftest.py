@@ -10,7 +10,6 @@ import pytest
 
 X64 = os.environ.get("GRADPATHS_X64", "1") != "0"
 jax.config.update("jax_enable_x64", X64)
-jax.config.update("jax_numpy_rank_promotion", "raise")
 
 
 def pytest_collection_modifyitems(config, items):
