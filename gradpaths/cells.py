@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, ClassVar, Mapping, NamedTuple
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -332,33 +333,61 @@ class MGU(Cell):
         return HState((1 - f) * n + f * e["highway"])
 
 
-def rnn(hidden_size: int, *, activation: str = "tanh", recurrent_init: str = "gaussian",
-        recurrent_scale: float = 1.0, input_scale: float = 1.0) -> RNN:
+def rnn(
+    hidden_size: int,
+    *,
+    activation: str = "tanh",
+    recurrent_init: str = "gaussian",
+    recurrent_scale: float = 1.0,
+    input_scale: float = 1.0,
+) -> RNN:
     """An Elman RNN. ``recurrent_init="identity"`` with ``activation="relu"`` is the IRNN."""
     return RNN(hidden_size, recurrent_init, recurrent_scale, input_scale, activation=activation)
 
 
 def irnn(hidden_size: int, *, recurrent_scale: float = 1.0, input_scale: float = 1.0) -> RNN:
     """The identity-initialised ReLU RNN of Le, Jaitly and Hinton (2015)."""
-    return rnn(hidden_size, activation="relu", recurrent_init="identity",
-               recurrent_scale=recurrent_scale, input_scale=input_scale)
+    return rnn(
+        hidden_size,
+        activation="relu",
+        recurrent_init="identity",
+        recurrent_scale=recurrent_scale,
+        input_scale=input_scale,
+    )
 
 
-def lstm(hidden_size: int, *, forget_bias: float = 1.0, forget_gate: bool = True, chrono: int | None = None,
-         recurrent_init: str = "orthogonal", recurrent_scale: float = 1.0, input_scale: float = 1.0) -> LSTM:
+def lstm(
+    hidden_size: int,
+    *,
+    forget_bias: float = 1.0,
+    forget_gate: bool = True,
+    chrono: int | None = None,
+    recurrent_init: str = "orthogonal",
+    recurrent_scale: float = 1.0,
+    input_scale: float = 1.0,
+) -> LSTM:
     """An LSTM with forget-gate bias ``forget_bias`` (or chrono init up to lag ``chrono``)."""
-    return LSTM(hidden_size, recurrent_init, recurrent_scale, input_scale,
-                forget_bias=forget_bias, forget_gate=forget_gate, chrono=chrono)
+    return LSTM(
+        hidden_size,
+        recurrent_init,
+        recurrent_scale,
+        input_scale,
+        forget_bias=forget_bias,
+        forget_gate=forget_gate,
+        chrono=chrono,
+    )
 
 
-def gru(hidden_size: int, *, recurrent_init: str = "orthogonal", recurrent_scale: float = 1.0,
-        input_scale: float = 1.0) -> GRU:
+def gru(
+    hidden_size: int, *, recurrent_init: str = "orthogonal", recurrent_scale: float = 1.0, input_scale: float = 1.0
+) -> GRU:
     """A GRU in the Flax / PyTorch form."""
     return GRU(hidden_size, recurrent_init, recurrent_scale, input_scale)
 
 
-def mgu(hidden_size: int, *, recurrent_init: str = "orthogonal", recurrent_scale: float = 1.0,
-        input_scale: float = 1.0) -> MGU:
+def mgu(
+    hidden_size: int, *, recurrent_init: str = "orthogonal", recurrent_scale: float = 1.0, input_scale: float = 1.0
+) -> MGU:
     """A minimal gated unit (Flax's MGUCell)."""
     return MGU(hidden_size, recurrent_init, recurrent_scale, input_scale)
 
@@ -379,5 +408,7 @@ def check_params(cell: Cell, params: Any) -> int:
         )
     dtypes = {jnp.result_type(v) for v in params.values()}
     if len(dtypes) != 1 or not jnp.issubdtype(dtypes.pop(), jnp.floating):
-        raise TypeError(f"params must share one floating dtype, got {sorted(str(d) for d in map(jnp.result_type, params.values()))}")
+        raise TypeError(
+            f"params must share one floating dtype, got {sorted(str(d) for d in map(jnp.result_type, params.values()))}"
+        )
     return input_size
