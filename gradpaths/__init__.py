@@ -2,6 +2,7 @@
 
 from gradpaths.cells import GRU, LSTM, MGU, RNN, Cell, HState, LSTMState, gru, irnn, lstm, mgu, rnn
 from gradpaths.decompose import Decomposition, decompose, masked_grad
+from gradpaths.spectra import DecayFit, edge_jacobians, fit_decay_rate, lyapunov_exponents
 from gradpaths.unroll import unroll, unroll_states
 
 __version__ = "0.1.0"
@@ -10,4 +11,5 @@ __all__ = [
     "Cell", "RNN", "LSTM", "GRU", "MGU", "LSTMState", "HState",
     "rnn", "irnn", "lstm", "gru", "mgu",
     "unroll", "unroll_states", "decompose", "masked_grad", "Decomposition",
+    "edge_jacobians", "lyapunov_exponents", "fit_decay_rate", "DecayFit",
 ]
