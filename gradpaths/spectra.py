@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from gradpaths.cells import Cell
-from gradpaths.unroll import check_inputs, forward
+from gradpaths.unroll import check_inputs, unroll_states
 
 
 def _check_edges(cell: Cell, edges: Any) -> tuple[str, ...]:
@@ -56,12 +56,14 @@ def _per_sequence(fn: Callable, xs, state0):
 
 
 def _trajectory(cell: Cell, params, xs, state0):
-    """u_t [T, G·H] and the previous states s_{t-1} (flattened [T, S]) of one sequence."""
-    fwd, _ = forward(cell, params, xs, state0)
-    prev = jax.tree.map(lambda v: v[:, 0], fwd.prev)
-    _, unravel = ravel_pytree(jax.tree.map(lambda v: v[0], prev))
-    prev_TS = jax.vmap(lambda s: ravel_pytree(s)[0])(prev)
-    return fwd.u_TBN[:, 0], prev_TS, unravel
+    """u_t [T, G·H] and the previous states s_{t-1} (flattened [T, S]) of one sequence [T, I]."""
+    dtype = params["W_x"].dtype
+    s0 = cell.zero_state((), dtype) if state0 is None else jax.tree.map(lambda v: jnp.asarray(v, dtype), state0)
+    states = unroll_states(cell, params, xs, s0)
+    flat0, unravel = ravel_pytree(s0)
+    flat_TS = jax.vmap(lambda s: ravel_pytree(s)[0])(states)
+    prev_TS = jnp.concatenate([flat0[None], flat_TS[:-1]])
+    return jnp.asarray(xs, dtype) @ params["W_x"] + params["b"], prev_TS, unravel
 
 
 def _edge_step(cell: Cell, params, edges: tuple[str, ...], unravel) -> Callable:
