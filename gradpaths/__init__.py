@@ -1,6 +1,7 @@
 """gradpaths: exact path decompositions of recurrent-network gradients."""
 
 from gradpaths import interop, plots  # interop imports flax and torch only when called
+from gradpaths import tasks, train
 from gradpaths.cells import GRU, LSTM, MGU, RNN, Cell, HState, LSTMState, gru, irnn, lstm, mgu, rnn
 from gradpaths.decompose import Decomposition, decompose, masked_grad
 from gradpaths.spectra import DecayFit, edge_jacobians, fit_decay_rate, lyapunov_exponents
@@ -13,5 +14,5 @@ __all__ = [
     "rnn", "irnn", "lstm", "gru", "mgu",
     "unroll", "unroll_states", "decompose", "masked_grad", "Decomposition",
     "edge_jacobians", "lyapunov_exponents", "fit_decay_rate", "DecayFit",
-    "interop", "plots",
+    "interop", "plots", "tasks", "train",
 ]
