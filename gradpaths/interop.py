@@ -229,7 +229,9 @@ def from_flax(module: Any, variables: Any = None) -> tuple[Cell, dict[str, jax.A
         (``{'params': {'cell': ...}}``). nnx modules hold their own state: leave None.
 
     Returns:
-      ``(cell, params)``; params take the variables' dtype.
+      ``(cell, params)``; params take the variables' dtype. gradpaths computes in that
+      dtype: a module's separate computation ``dtype`` (e.g. float32 maths on float64
+      parameters) is not modelled.
 
     Raises:
       TypeError for an unsupported module or malformed variables; ValueError for

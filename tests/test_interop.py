@@ -40,6 +40,7 @@ LINEN_CELLS = {
     "GRUCell": lambda: nn.GRUCell(H, param_dtype=F64),
     "MGUCell": lambda: nn.MGUCell(H, param_dtype=F64),
     "SimpleCell-tanh": lambda: nn.SimpleCell(H, param_dtype=F64),
+    "SimpleCell-identity": lambda: nn.SimpleCell(H, activation_fn=jax.nn.identity, param_dtype=F64),
     "SimpleCell-relu": lambda: nn.SimpleCell(H, activation_fn=nn.relu, param_dtype=F64),
     "SimpleCell-sigmoid-residual": lambda: nn.SimpleCell(H, activation_fn=nn.sigmoid, residual=True, param_dtype=F64),
 }
