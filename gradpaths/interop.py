@@ -95,7 +95,8 @@ def _assemble(kind: str, aff: Affine) -> tuple[Cell, dict[str, jax.Array]]:
 
 
 def _flax_fn_names() -> list[tuple[Any, str]]:
-    return [(jnp.tanh, "tanh"), (jax.nn.relu, "relu"), (jax.nn.sigmoid, "sigmoid"), (jax.nn.identity, "linear")]
+    fns = [(jnp.tanh, "tanh"), (jax.nn.relu, "relu"), (jax.nn.sigmoid, "sigmoid")]
+    return fns + [(jax.nn.identity, "linear")] if hasattr(jax.nn, "identity") else fns
 
 
 def _fn_name(fn: Any) -> str | None:
