@@ -155,7 +155,11 @@ def lyapunov_exponents(
         def body(q, inp):
             u, p = inp
             _, jvp = jax.linearize(lambda s: f(u, p, s), p)
-            q, r = jnp.linalg.qr(jax.vmap(jvp, in_axes=1, out_axes=1)(q))
+            v = jax.vmap(jvp, in_axes=1, out_axes=1)(q)
+            if k == 1:  # QR of one column is a normalisation
+                nv = jnp.linalg.norm(v[:, 0])
+                return v / nv, jnp.log(nv)[None]
+            q, r = jnp.linalg.qr(v)
             return q, jnp.log(jnp.abs(jnp.diagonal(r)))
 
         _, logs_TK = jax.lax.scan(body, q0, (u_T, prev_TS))
@@ -196,8 +200,12 @@ def fit_decay_rate(norms, distances=None, *, d_min: float = 0, d_max: float | No
     d = jnp.arange(y.shape[-1], dtype=y.dtype) if distances is None else jnp.asarray(distances, y.dtype)
     if d.shape != y.shape[-1:]:
         raise ValueError(f"distances must have shape [D]={y.shape[-1:]}, got {d.shape}")
-    hi = jnp.inf if d_max is None else d_max
-    w = (y > floor) & jnp.isfinite(y) & (d >= d_min) & (d <= hi)
+    return _fit(y, d, d_min, jnp.inf if d_max is None else d_max, floor)
+
+
+@jax.jit
+def _fit(y, d, d_min, d_max, floor) -> DecayFit:
+    w = (y > floor) & jnp.isfinite(y) & (d >= d_min) & (d <= d_max)
     logy = jnp.where(w, jnp.log(jnp.where(w, y, 1.0)), 0.0)
     n = w.sum(-1)
     nn = jnp.maximum(n, 1)
@@ -210,9 +218,3 @@ def fit_decay_rate(norms, distances=None, *, d_min: float = 0, d_max: float | No
     rate = jnp.where(ok, sxy / jnp.where(ok, sxx, 1.0), jnp.nan)
     r2 = jnp.where(ok & (syy > 0), sxy**2 / jnp.where(ok, sxx, 1.0) / jnp.where(syy > 0, syy, 1.0), jnp.nan)
     return DecayFit(rate, ym - rate * dm, r2, n)
-
-
-def tree_norm(tree, n_lead: int = 1) -> jax.Array:
-    """‖·‖₂ over every leaf of ``tree`` jointly, keeping the first ``n_lead`` axes."""
-    sq = [jnp.sum(jnp.square(v), axis=tuple(range(n_lead, v.ndim))) for v in jax.tree.leaves(tree)]
-    return jnp.sqrt(sum(sq))

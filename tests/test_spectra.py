@@ -7,7 +7,6 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 import gradpaths as gp
-from gradpaths.spectra import tree_norm
 
 H, I, T = 5, 3, 7
 CELLS = {"rnn": gp.rnn(H), "lstm": gp.lstm(H), "gru": gp.gru(H), "mgu": gp.mgu(H)}
@@ -126,11 +125,6 @@ def test_fit_decay_rate_recovers_a_known_rate_and_ignores_zeros():
     batched = gp.fit_decay_rate(jnp.stack([y, 2 * y]), floor=1e-3)
     np.testing.assert_allclose(batched.rate, [-0.4, -0.4], rtol=1e-10)
     assert np.isnan(float(gp.fit_decay_rate(jnp.zeros(5)).rate))
-
-
-def test_tree_norm_keeps_leading_axes():
-    tree = {"a": jnp.ones((3, 2, 2)), "b": 2 * jnp.ones((3, 4))}
-    np.testing.assert_allclose(tree_norm(tree), np.full(3, np.sqrt(4 + 16)))
 
 
 def test_bad_arguments_raise():
