@@ -86,9 +86,11 @@ def write_json_atomic(path: Path, record: Mapping[str, Any]) -> None:
         raise
 
 
-def run_point(config: gt.TrainConfig, seeds: int, base_seed: int, on_segment: Callable[[int], None]) -> dict:
+def run_point(
+    config: gt.TrainConfig, seeds: int, base_seed: int, on_segment: Callable[[int], None], per_device: str = "vmap"
+) -> dict:
     """Trains ``seeds`` seeds of ``config`` segment by segment; returns the record (without name)."""
-    runner = gt.make_seeds(config)
+    runner = gt.make_seeds(config, per_device=per_device)
     keys = jax.random.split(jax.random.key(base_seed), seeds)
     start = time.perf_counter()
     states = runner.init(keys)
@@ -118,6 +120,7 @@ def run(
     seeds: int = 4,
     base_seed: int = 0,
     progress: bool = True,
+    per_device: str = "vmap",
 ) -> dict[str, dict]:
     """Runs every point not already on disk under ``out``; returns all records by name.
 
@@ -126,6 +129,7 @@ def run(
       out: folder for ``<name>.json`` (created if missing).
       seeds: seeds per point, run together. base_seed: seed i uses split(key(base_seed))[i].
       progress: show a tqdm bar over the training steps of the points still to run.
+      per_device: how each device runs its seeds, "vmap" or "map" (``train.over_seeds``).
     """
     if not isinstance(points, Mapping):
         points = {point_name(c): c for c in points}
@@ -147,7 +151,7 @@ def run(
     with tqdm(total=total, unit="step", desc=f"sweep ({len(todo)}/{len(points)} to run)", disable=not progress) as bar:
         for name, config in todo.items():
             bar.set_postfix_str(name[:40])
-            record = {"name": name, **run_point(config, seeds, base_seed, bar.update)}
+            record = {"name": name, **run_point(config, seeds, base_seed, bar.update, per_device)}
             write_json_atomic(out / _file_name(name), record)
             records[name] = record
     return {name: records[name] for name in points}

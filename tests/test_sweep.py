@@ -34,7 +34,7 @@ def test_real_point_written_then_skipped(tmp_path, monkeypatch):
 
 
 def _fake_point(calls, fail_on=None):
-    def run_point(config, seeds, base_seed, on_segment):
+    def run_point(config, seeds, base_seed, on_segment, per_device):
         calls.append(config.lr)
         if len(calls) == fail_on:
             raise KeyboardInterrupt
