@@ -135,25 +135,36 @@ def analyse(cell, params, xs, r, sz):
 
 
 def sweep(args: C.Args) -> dict[str, dict]:
-    """The forget-bias sweep: {setting: results as lists}, each setting cached on disk."""
+    """The forget-bias sweep: {setting: results as lists}, each setting cached on disk.
+
+    The draws and the jitted analysis are built only when a setting is not cached yet.
+    """
     sz = sizes(args)
     dtype = args.dtype
-    cell = gp.lstm(sz["H"], forget_bias=0.0)
-    key = jax.random.key(5, impl="unsafe_rbg")
-    params, xs, r = make_batches(cell, key, sz["seeds"], sz["I"], sz["B"], sz["T"], dtype)
-    chrono = gp.lstm(sz["H"], chrono=sz["T"])
-    b_chrono = jax.jit(jax.vmap(lambda k: chrono.init(k, sz["I"], dtype)["b"]))(
-        jax.random.split(jax.random.key(6, impl="unsafe_rbg"), sz["seeds"])
-    )
-    f_block = slice(sz["H"], 2 * sz["H"])
-    biases = {s: jnp.zeros_like(b_chrono).at[:, f_block].set(b) for s, b in zip(SETTINGS, BIASES)}
-    biases["chrono"] = b_chrono
-    f = jax.jit(jax.vmap(lambda p, x, r_, b: analyse(cell, {**p, "b": b}, x, r_, sz)))
+    built: dict = {}
+
+    def build():
+        cell = gp.lstm(sz["H"], forget_bias=0.0)
+        key = jax.random.key(5, impl="unsafe_rbg")
+        built["data"] = make_batches(cell, key, sz["seeds"], sz["I"], sz["B"], sz["T"], dtype)
+        chrono = gp.lstm(sz["H"], chrono=sz["T"])
+        b_chrono = jax.jit(jax.vmap(lambda k: chrono.init(k, sz["I"], dtype)["b"]))(
+            jax.random.split(jax.random.key(6, impl="unsafe_rbg"), sz["seeds"])
+        )
+        f_block = slice(sz["H"], 2 * sz["H"])
+        built["b"] = {s: jnp.zeros_like(b_chrono).at[:, f_block].set(b) for s, b in zip(SETTINGS, BIASES)}
+        built["b"]["chrono"] = b_chrono
+        built["f"] = jax.jit(jax.vmap(lambda p, x, r_, b: analyse(cell, {**p, "b": b}, x, r_, sz)))
+
+    def compute(s):
+        if not built:
+            build()
+        return built["f"](*built["data"], built["b"][s])
+
     tag = f"{args.scale}-{jnp.dtype(dtype).name}-s{sz['seeds']}"
     out = {}
     for s in SETTINGS:
-        path = args.dir(NAME) / "points" / f"{tag}-{s}.json"
-        out[s] = C.cached(path, lambda s=s: f(params, xs, r, biases[s]))
+        out[s] = C.cached(args.dir(NAME) / "points" / f"{tag}-{s}.json", lambda s=s: compute(s))
         C.progress(f"  LSTM forget-bias sweep: {s} done")
     return out
 
