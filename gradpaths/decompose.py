@@ -24,13 +24,14 @@ nothing per-example and nothing of size T² × params is ever held.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, NamedTuple, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from gradpaths.cells import Cell
-from gradpaths.unroll import Forward, check_scales, forward, to_batch_major, unroll
+from gradpaths.unroll import Forward, check_scales, contract, forward, reverse, to_batch_major, unroll
 
 PARTS = ("step", "distance", "hops", "state", "distance_hops")
 DEFAULT_PARTS = ("step", "distance", "hops", "state")
@@ -89,91 +90,25 @@ def loss_and_seeds(cell: Cell, fwd: Forward, batch_shape, loss_fn: Callable):
     return loss, seeds
 
 
-def _contract(cell: Cell, x, m, du, da, spec: str) -> dict[str, jax.Array]:
-    """(∂⁺F/∂θ)ᵀ applied to cotangents, as einsums ``spec`` = "x,ct->out" over the
-    input letter i: W_x ← xᵀdu, W_h ← mᵀda, b ← Σdu, b_h ← Σda (batch b summed)."""
-    ins, out = spec.split("->")
-    x_spec, ct_spec = ins.split(",")
-    bias = f"{ct_spec}->{out.replace('i', '')}"
-    grads = {
-        "W_x": jnp.einsum(spec, x, du),
-        "W_h": jnp.einsum(spec, m, da),
-        "b": jnp.einsum(bias, du),
-    }
-    if cell.has_b_h:
-        grads["b_h"] = jnp.einsum(bias, da)
-    return grads
+def _by_bucket(cell: Cell, x_TBI, m_TBH, du_TBKN, da_TBKN) -> dict[str, jax.Array]:
+    """G^[k] for every bucket k as one GEMM each: the K1 buckets ride along the output width,
+    [(t b), i]ᵀ [(t b), (k n)] -> [k, i, n], so (t, b) is contracted once for all buckets."""
+    n_t, b, k1, n = du_TBKN.shape
+    wide = lambda v: v.reshape(n_t, b, k1 * n)
+    g = contract(cell, x_TBI, m_TBH, wide(du_TBKN), wide(da_TBKN), "tbi,tbn->in")
+    return jax.tree.map(lambda v: jnp.moveaxis(v.reshape(*v.shape[:-1], k1, n), -2, 0), g)
 
 
-def _shift(x: jax.Array, axis: int, clamp: bool) -> jax.Array:
-    """Moves bucket j to j+1 along ``axis``; the last bucket keeps its own if ``clamp``."""
-    head = jnp.zeros_like(jax.lax.slice_in_dim(x, 0, 1, axis=axis))
-    body = jax.lax.slice_in_dim(x, 0, x.shape[axis] - 1, axis=axis)
-    out = jnp.concatenate([head, body], axis=axis)
-    if clamp:
-        last = jax.lax.slice_in_dim(x, x.shape[axis] - 1, x.shape[axis], axis=axis)
-        out = out + jnp.concatenate([jnp.zeros_like(body), last], axis=axis)
-    return out
-
-
-def backward(cell: Cell, params, fwd: Forward, seeds, n_hops: int, by_distance: bool, keep_state: bool):
-    """The bucketed reverse scan.
-
-    The carry is λ [D, K1, B, state] with D = T (distance-indexed) or 1, and
-    K1 = n_hops buckets. Returns (du, da, lam) stacked over t when D = 1, or the
-    distance-resolved parameter gradients [T, K1, ...] when D = T.
-    """
-    n_t = fwd.u_TBN.shape[0]
-    n_d = n_t if by_distance else 1
-    mm = cell.matmul_edge
-    hwy_edges = cell.highway_edges
-    w_h_T = params["W_h"].T
-
-    def lead(tree):
-        return jax.tree.map(lambda s: jnp.zeros((n_d, n_hops, *s.shape), s.dtype), tree)
-
-    def vv(f):
-        return jax.vmap(jax.vmap(f))
-
-    zero_state = jax.tree.map(lambda s: s[0], seeds)
-    lam0 = lead(zero_state)
-    g0 = None
-    if by_distance:
-        g0 = jax.tree.map(lambda p: jnp.zeros((n_d, n_hops, *p.shape), p.dtype), params)
-
-    def step(carry, inp):
-        lam, g = carry
-        u, a, prev, seed, x, m = inp
-        lam = jax.tree.map(lambda lm, sd: lm.at[0, 0].add(sd), lam, seed)
-        e = cell.read(prev)
-        e_core = {k: v for k, v in e.items() if k != mm}
-        _, core_vjp = jax.vjp(lambda u_, a_, e_: cell.core(u_, a_, e_), u, a, e_core)
-        du, da, de = vv(core_vjp)(lam)
-        edge_ct = {**de, mm: da @ w_h_T}
-        _, read_vjp = jax.vjp(cell.read, prev)
-
-        def to_state(names):
-            cts = {k: (edge_ct[k] if k in names else jnp.zeros_like(edge_ct[k])) for k in e}
-            return vv(read_vjp)(cts)[0]
-
-        hwy, hop = to_state(hwy_edges), to_state(cell.hop_edges)
-        if n_hops > 1:
-            hop = jax.tree.map(lambda h: _shift(h, 1, clamp=True), hop)
-        new = jax.tree.map(jnp.add, hwy, hop)
-        if by_distance:
-            new = jax.tree.map(lambda v: _shift(v, 0, clamp=False), new)
-            g = jax.tree.map(jnp.add, g, _contract(cell, x, m, du, da, "bi,dkbn->dkin"))
-            return (new, g), (jax.tree.map(lambda v: v[0], lam) if keep_state else None)
-        outs = (du[0], None if cell.additive else da[0], jax.tree.map(lambda v: v[0], lam) if keep_state else None)
-        return (new, g), outs
-
-    xs = (fwd.u_TBN, fwd.a_TBN, fwd.prev, seeds, fwd.x_TBI, fwd.m_TBH)
-    (_, g), outs = jax.lax.scan(step, (lam0, g0), xs, reverse=True)
-    return g, outs
-
-
-def decompose(cell: Cell, params, xs: jax.Array, loss_fn: Callable[[jax.Array], jax.Array], *,
-              max_hops: int = 8, parts: Sequence[str] = DEFAULT_PARTS, state0=None) -> Decomposition:
+def decompose(
+    cell: Cell,
+    params,
+    xs: jax.Array,
+    loss_fn: Callable[[jax.Array], jax.Array],
+    *,
+    max_hops: int = 8,
+    parts: Sequence[str] = DEFAULT_PARTS,
+    state0=None,
+) -> Decomposition:
     """Splits dL/dθ of ``loss_fn(unroll(cell, params, xs))`` exactly into parts.
 
     Args:
@@ -193,15 +128,15 @@ def decompose(cell: Cell, params, xs: jax.Array, loss_fn: Callable[[jax.Array], 
       >>> jax.tree.map(lambda g: g.sum(0), d.by_hops)   # == d.total
     """
     parts = _check_options(max_hops, parts)
-    fwd, batch_shape = forward(cell, params, xs, state0)
+    fwd, batch_shape = forward(cell, params, xs, state0, save_vjp=True)
     loss, seeds = loss_and_seeds(cell, fwd, batch_shape, loss_fn)
-    n_t, k1 = fwd.u_TBN.shape[0], max_hops + 1
+    k1 = max_hops + 1
     want = set(parts)
     res: dict[str, Any] = {}
 
     if want & {"distance", "distance_hops"}:
         joint = "distance_hops" in want
-        g_dk, state = backward(cell, params, fwd, seeds, k1 if joint else 1, True, False)
+        g_dk, _, _ = reverse(cell, params, fwd, seeds, k1 if joint else 1, by_distance=True)
         if joint:
             res["by_distance_hops"] = g_dk
         if "distance" in want:
@@ -210,16 +145,22 @@ def decompose(cell: Cell, params, xs: jax.Array, loss_fn: Callable[[jax.Array], 
 
     if want & {"step", "hops", "state"} or "total" not in res:
         split = bool(want & {"hops", "state"})
-        _, (du, da, lam) = backward(cell, params, fwd, seeds, k1 if split else 1, False, "state" in want)
+        _, (du, da, lam), _ = reverse(cell, params, fwd, seeds, k1 if split else 1, keep_state="state" in want)
         da = du if da is None else da
+        x, m = fwd.x_TBI, fwd.m_TBH
         if "hops" in want:
-            res["by_hops"] = _contract(cell, fwd.x_TBI, fwd.m_TBH, du, da, "tbi,tkbn->kin")
+            res["by_hops"] = _by_bucket(cell, x, m, du, da)
         if "state" in want:
             res["state_grads"] = jax.tree.map(lambda v: v.reshape(*v.shape[:2], *batch_shape, v.shape[-1]), lam)
-        du_t, da_t = du.sum(1), da.sum(1)
+        du_t, da_t = du.sum(2), da.sum(2)
         if "step" in want:
-            res["by_step"] = _contract(cell, fwd.x_TBI, fwd.m_TBH, du_t, da_t, "tbi,tbn->tin")
-        res["total"] = _contract(cell, fwd.x_TBI, fwd.m_TBH, du_t, da_t, "tbi,tbn->in")
+            res["by_step"] = contract(cell, x, m, du_t, da_t, "tbi,tbn->tin")
+        if "hops" in want:
+            res["total"] = jax.tree.map(lambda g: g.sum(0), res["by_hops"])
+        elif "step" in want:
+            res["total"] = jax.tree.map(lambda g: g.sum(0), res["by_step"])
+        else:
+            res["total"] = contract(cell, x, m, du_t, da_t, "tbi,tbn->in")
 
     finite = jnp.isfinite(loss)
     for leaf in jax.tree.leaves(res):

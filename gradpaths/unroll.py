@@ -13,7 +13,9 @@ which is how random h-detach masks enter.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, NamedTuple
+import functools
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -26,17 +28,20 @@ class Forward(NamedTuple):
     """What the backward pass needs, stored once in the forward pass (time-major).
 
     Attributes:
-      x_TBI: inputs. u_TBN: x W_x + b. a_TBN: the recurrent pre-activations.
-      m_TBH: the matmul edge's input (h_{t-1}). prev: the state s_{t-1} for each t.
-      states: s_t for each t.
+      x_TBI: inputs. u_TBN: x W_x + b. m_TBH: the matmul edge's input (h_{t-1}).
+      states: s_t for each t. a_TBN: the recurrent pre-activations, and prev: the state
+      s_{t-1} for each t (both None when ``core_vjp`` is saved instead). core_vjp: the
+      VJP of the elementwise core at every step, its residuals (gate values and their
+      derivatives) stacked over t, so the reverse scan recomputes no forward value.
     """
 
     x_TBI: jax.Array
     u_TBN: jax.Array
-    a_TBN: jax.Array
+    a_TBN: jax.Array | None
     m_TBH: jax.Array
     prev: Any
     states: Any
+    core_vjp: Any = None
 
 
 def check_inputs(cell: Cell, params: Any, xs: Any) -> tuple[int, tuple[int, ...], int]:
@@ -48,7 +53,9 @@ def check_inputs(cell: Cell, params: Any, xs: Any) -> tuple[int, tuple[int, ...]
     if len(shape) < 2:
         raise ValueError(f"xs must have shape [T, I] or [..., T, I] (at least 2-D), got shape {tuple(shape)}")
     if shape[-1] != input_size:
-        raise ValueError(f"xs has input size {shape[-1]} (last axis) but params expect I={input_size}; xs shape {tuple(shape)}")
+        raise ValueError(
+            f"xs has input size {shape[-1]} (last axis) but params expect I={input_size}; xs shape {tuple(shape)}"
+        )
     if shape[-2] < 1:
         raise ValueError(f"xs must have at least one time step, got shape {tuple(shape)}")
     return shape[-2], tuple(shape[:-2]), input_size
@@ -74,8 +81,8 @@ def _batch_first(state, batch_shape, b: int):
     return jax.tree.map(lambda s: jnp.broadcast_to(s, (*batch_shape, s.shape[-1])).reshape(b, s.shape[-1]), state)
 
 
-def forward(cell: Cell, params, xs: jax.Array, state0=None, scales=None) -> tuple[Forward, tuple[int, ...]]:
-    """Runs the scan on xs [..., T, I]; returns time-major residuals and the batch shape."""
+def _prepare(cell: Cell, params, xs, state0, scales):
+    """xs [..., T, I] -> (x_TBI, s0 [B, ...], alphas {edge: [T, B, 1]}, batch_shape)."""
     n_t, batch_shape, n_i = check_inputs(cell, params, xs)
     scales = check_scales(cell, scales)
     dtype = params["W_x"].dtype
@@ -84,20 +91,35 @@ def forward(cell: Cell, params, xs: jax.Array, state0=None, scales=None) -> tupl
     s0 = cell.zero_state((), dtype) if state0 is None else state0
     s0 = _batch_first(jax.tree.map(lambda s: jnp.asarray(s, dtype), s0), batch_shape, b)
     alphas = {k: _per_step(jnp.asarray(v, dtype), n_t, batch_shape, b) for k, v in scales.items()}
+    return x_TBI, s0, alphas, batch_shape
 
+
+def _scan(cell: Cell, params, x_TBI, s0, alphas, save_vjp: bool) -> Forward:
+    """The forward scan. With ``save_vjp`` each step also returns the VJP of its core."""
     u_TBN = x_TBI @ params["W_x"] + params["b"]
+    mm = cell.matmul_edge
 
     def step(s, inp):
         u, alpha = inp
         e = cell.read(s)
         e = {k: _scale_grad(v, alpha[k]) if k in alpha else v for k, v in e.items()}
-        m = e[cell.matmul_edge]
+        m = e[mm]
         a = cell.recurrent(params, m)
+        if save_vjp:
+            e_core = {k: v for k, v in e.items() if k != mm}
+            new, core_vjp = jax.vjp(cell.core, u, a, e_core)
+            return new, (None, m, None, new, core_vjp)
         new = cell.core(u, a, e)
-        return new, (a, m, s, new)
+        return new, (a, m, s, new, None)
 
-    _, (a_TBN, m_TBH, prev, states) = jax.lax.scan(step, s0, (u_TBN, alphas))
-    return Forward(x_TBI, u_TBN, a_TBN, m_TBH, prev, states), batch_shape
+    _, (a_TBN, m_TBH, prev, states, core_vjp) = jax.lax.scan(step, s0, (u_TBN, alphas))
+    return Forward(x_TBI, u_TBN, a_TBN, m_TBH, prev, states, core_vjp)
+
+
+def forward(cell: Cell, params, xs: jax.Array, state0=None, scales=None, save_vjp: bool = False):
+    """Runs the scan on xs [..., T, I]; returns time-major residuals and the batch shape."""
+    x_TBI, s0, alphas, batch_shape = _prepare(cell, params, xs, state0, scales)
+    return _scan(cell, params, x_TBI, s0, alphas, save_vjp), batch_shape
 
 
 def _per_step(alpha: jax.Array, n_t: int, batch_shape, b: int) -> jax.Array:
@@ -115,7 +137,142 @@ def to_batch_major(y_TB, batch_shape):
     return jax.tree.map(lambda v: jnp.swapaxes(v, 0, 1).reshape(*batch_shape, *v.shape[:1], *v.shape[2:]), y_TB)
 
 
-def unroll(cell: Cell, params, xs: jax.Array, state0=None, scales: Mapping[str, Any] | None = None) -> jax.Array:
+def _shift(x: jax.Array, axis: int, clamp: bool) -> jax.Array:
+    """Moves bucket j to j+1 along ``axis``; the last bucket keeps its own if ``clamp``."""
+    head = jnp.zeros_like(jax.lax.slice_in_dim(x, 0, 1, axis=axis))
+    body = jax.lax.slice_in_dim(x, 0, x.shape[axis] - 1, axis=axis)
+    out = jnp.concatenate([head, body], axis=axis)
+    if clamp:
+        last = jax.lax.slice_in_dim(x, x.shape[axis] - 1, x.shape[axis], axis=axis)
+        out = out + jnp.concatenate([jnp.zeros_like(body), last], axis=axis)
+    return out
+
+
+def contract(cell: Cell, x, m, du, da, spec: str) -> dict[str, jax.Array]:
+    """(∂⁺F/∂θ)ᵀ applied to cotangents, as einsums ``spec`` = "x,ct->out" over the
+    input letter i: W_x ← xᵀdu, W_h ← mᵀda, b ← Σdu, b_h ← Σda (batch b summed)."""
+    ins, out = spec.split("->")
+    ct_spec = ins.split(",")[1]
+    bias = f"{ct_spec}->{out.replace('i', '')}"
+    grads = {
+        "W_x": jnp.einsum(spec, x, du),
+        "W_h": jnp.einsum(spec, m, da),
+        "b": jnp.einsum(bias, du),
+    }
+    if cell.has_b_h:
+        grads["b_h"] = jnp.einsum(bias, da)
+    return grads
+
+
+def reverse(
+    cell: Cell,
+    params,
+    fwd: Forward,
+    seeds,
+    n_hops: int = 1,
+    by_distance: bool = False,
+    keep_state: bool = False,
+    alphas=None,
+):
+    """The bucketed reverse scan over the saved core VJPs (``forward(..., save_vjp=True)``).
+
+    The carry is λ [D, K1, B, state] with D = T (distance-indexed) or 1, and K1 =
+    ``n_hops`` buckets. Per step: λ += seed (bucket [0, 0]); (du, da, de) = VJP_core(λ)
+    for every bucket (vmapped); the matmul edge gets da W_hᵀ (one GEMM over all
+    buckets); each edge cotangent is scaled by its α_t; highway edges keep the bucket,
+    hop edges move it one up (the last bucket clamps) and D moves one up.
+
+    Args:
+      seeds: ∂L/∂s_t directly [T, B, ...] (a state pytree).
+      alphas: ``{edge: [T, B, 1]}`` gradient scales (the custom VJP of ``unroll``).
+
+    Returns:
+      (g, outs, lam_0): with D = T, g holds the parameter gradients [T, K1, ...] and outs
+      the per-step λ [T, K1, B, ...] (or None); with D = 1, g is None and outs is
+      (du [T, B, K1, G·H], da (None for additive cells), λ [T, K1, B, ...] or None). lam_0 [D, K1, B, ...]
+      is ∂L/∂s_0.
+    """
+    n_t = fwd.u_TBN.shape[0]
+    n_d = n_t if by_distance else 1
+    mm = cell.matmul_edge
+    w_h_T = params["W_h"].T
+    alphas = {} if alphas is None else alphas
+    state_1 = jax.tree.map(lambda s: s[0], seeds)
+    read_T = jax.linear_transpose(cell.read, state_1)
+    lam0 = jax.tree.map(lambda s: jnp.zeros((n_d, n_hops, *s.shape), s.dtype), state_1)
+    g0 = None
+    if by_distance:
+        g0 = jax.tree.map(lambda p: jnp.zeros((n_d, n_hops, *p.shape), p.dtype), params)
+
+    def vv(f):
+        return jax.vmap(jax.vmap(f))
+
+    def step(carry, inp):
+        lam, g = carry
+        core_vjp, seed, x, m, alpha = inp
+        lam = jax.tree.map(lambda lm, sd: lm.at[0, 0].add(sd), lam, seed)
+        du, da, de = vv(core_vjp)(lam)
+        edge_ct = {**de, mm: da @ w_h_T}
+        edge_ct = {k: v * alpha[k] if k in alpha else v for k, v in edge_ct.items()}
+
+        def to_state(names):
+            return vv(read_T)({k: (v if k in names else jnp.zeros_like(v)) for k, v in edge_ct.items()})[0]
+
+        hwy, hop = to_state(cell.highway_edges), to_state(cell.hop_edges)
+        if n_hops > 1:
+            hop = jax.tree.map(lambda h: _shift(h, 1, clamp=True), hop)
+        new = jax.tree.map(jnp.add, hwy, hop)
+        kept = jax.tree.map(lambda v: v[0], lam) if keep_state else None
+        if by_distance:
+            new = jax.tree.map(lambda v: _shift(v, 0, clamp=False), new)
+            g = jax.tree.map(jnp.add, g, contract(cell, x, m, du, da, "bi,dkbn->dkin"))
+            return (new, g), kept
+        bk = lambda v: jnp.swapaxes(v[0], 0, 1)  # [B, K1, G·H]: (t, b) adjacent for the contraction GEMM
+        return (new, g), (bk(du), None if cell.additive else bk(da), kept)
+
+    inputs = (fwd.core_vjp, seeds, fwd.x_TBI, fwd.m_TBH, alphas)
+    (lam_0, g), outs = jax.lax.scan(step, (lam0, g0), inputs, reverse=True)
+    return g, outs, lam_0
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _states(cell: Cell, params, x_TBI, s0, alphas):
+    return _scan(cell, params, x_TBI, s0, alphas, save_vjp=False).states
+
+
+def _states_fwd(cell: Cell, params, x_TBI, s0, alphas):
+    fwd = _scan(cell, params, x_TBI, s0, alphas, save_vjp=True)
+    return fwd.states, (params, fwd, alphas)
+
+
+def _states_bwd(cell: Cell, res, ct_states):
+    params, fwd, alphas = res
+    _, (du, da, _), lam_0 = reverse(cell, params, fwd, ct_states, alphas=alphas)
+    du = du[:, :, 0]
+    da = du if da is None else da[:, :, 0]
+    grads = contract(cell, fwd.x_TBI, fwd.m_TBH, du, da, "tbi,tbn->in")
+    d_x = du @ params["W_x"].T
+    d_s0 = jax.tree.map(lambda v: v[0, 0], lam_0)
+    return grads, d_x, d_s0, jax.tree.map(jnp.zeros_like, alphas)
+
+
+_states.defvjp(_states_fwd, _states_bwd)
+
+BACKWARDS = ("custom", "autodiff")
+
+
+def _run(cell: Cell, params, xs, state0, scales, backward: str):
+    if backward not in BACKWARDS:
+        raise ValueError(f"backward must be one of {BACKWARDS}, got {backward!r}")
+    x_TBI, s0, alphas, batch_shape = _prepare(cell, params, xs, state0, scales)
+    if backward == "custom":
+        return _states(cell, params, x_TBI, s0, alphas), batch_shape
+    return _scan(cell, params, x_TBI, s0, alphas, save_vjp=False).states, batch_shape
+
+
+def unroll(
+    cell: Cell, params, xs: jax.Array, state0=None, scales: Mapping[str, Any] | None = None, backward: str = "custom"
+) -> jax.Array:
     """Runs ``cell`` over xs [T, I] or [..., T, I] and returns hs [..., T, H].
 
     Args:
@@ -124,12 +281,17 @@ def unroll(cell: Cell, params, xs: jax.Array, state0=None, scales: Mapping[str, 
       xs: inputs, batch-major [..., T, I].
       state0: the initial state (a single state, or one per batch element); zeros if None.
       scales: ``{edge: alpha}`` gradient scales (forward values unchanged).
+      backward: "custom" (default): reverse-mode derivatives use the hand-built reverse
+        scan over saved core VJPs (``reverse``) with the parameter gradients contracted
+        after the scan; the gradient is that of "autodiff" up to float rounding, and
+        faster. "autodiff": plain JAX autodiff of the scan, which also supports
+        forward mode (``jax.jvp``, ``jax.jacfwd``); "custom" supports reverse mode only.
     """
-    fwd, batch_shape = forward(cell, params, xs, state0, scales)
-    return to_batch_major(cell.output(fwd.states), batch_shape)
+    states, batch_shape = _run(cell, params, xs, state0, scales, backward)
+    return to_batch_major(cell.output(states), batch_shape)
 
 
-def unroll_states(cell: Cell, params, xs, state0=None, scales=None):
+def unroll_states(cell: Cell, params, xs, state0=None, scales=None, backward: str = "custom"):
     """Like ``unroll`` but returns the full states (e.g. LSTMState) [..., T, H]."""
-    fwd, batch_shape = forward(cell, params, xs, state0, scales)
-    return to_batch_major(fwd.states, batch_shape)
+    states, batch_shape = _run(cell, params, xs, state0, scales, backward)
+    return to_batch_major(states, batch_shape)
