@@ -1,0 +1,115 @@
+"""Cost of a decomposition against a plain gradient, on the same LSTM problem.
+
+Cases (all jitted, float32): ``jax.grad`` of mse(gp.unroll(...)) with the default
+custom VJP; the same with ``backward="autodiff"`` (a plain autodiff scan); and
+``gp.decompose(..., parts=("hops",), max_hops=K)`` for K ∈ {0, 1, 3, 9}, i.e. K + 1
+cotangent buckets. ``parts=("distance",)`` is timed separately, for information.
+
+Goals: 2 buckets (K = 1) ≤ 1.5× and 10 buckets (K = 9) ≤ 3× a plain gradient.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+
+import gradpaths as gp
+from benchmarks import timing
+
+NAME = "decompose_cost"
+FULL = {"batch": 32, "hidden": 128, "inputs": 8, "steps": 100, "hops": (0, 1, 3, 9), "repeats": 15}
+QUICK = {"batch": 4, "hidden": 16, "inputs": 3, "steps": 20, "hops": (0, 1, 3, 9), "repeats": 3}
+GOALS = {1: 1.5, 9: 3.0}
+GRAD, AUTODIFF = "jax.grad (custom VJP)", "jax.grad (autodiff scan)"
+
+
+def cases(cell, params, xs, hops: Sequence[int], parts=("hops",)) -> dict:
+    """The jitted zero-argument callables: the two gradients and one decompose per K."""
+
+    def grad(backward):
+        f = jax.jit(jax.grad(lambda p: timing.mse(gp.unroll(cell, p, xs, backward=backward))))
+        return lambda: f(params)
+
+    def dec(k):
+        f = jax.jit(lambda p: gp.decompose(cell, p, xs, timing.mse, max_hops=k, parts=parts).total)
+        return lambda: f(params)
+
+    out = {GRAD: grad("custom"), AUTODIFF: grad("autodiff")}
+    out.update({f"decompose {parts[0]} K={k} ({k + 1} buckets)": dec(k) for k in hops})
+    return out
+
+
+def run(config: dict, repeats: int) -> dict:
+    cell, params, xs = timing.lstm_problem(config["batch"], config["hidden"], config["inputs"], config["steps"])
+    fns = cases(cell, params, xs, config["hops"])
+    ref = fns[AUTODIFF]()
+    errors = {name: timing.rel_error(fn(), ref) for name, fn in fns.items()}
+    timed = timing.time_cases(fns, repeats=repeats)
+    dist_fns = {GRAD: fns[GRAD], **cases(cell, params, xs, (1,), parts=("distance",))}
+    dist_fns.pop(AUTODIFF)
+    dist = timing.time_cases(dist_fns, repeats=3, warmup=0)
+    rows, goals = [], []
+    for name, t in timed.items():
+        rows.append(
+            {
+                "case": name,
+                "ms": t["ms"],
+                "vs_grad": timing.ratio(timed, name, GRAD),
+                "vs_autodiff": timing.ratio(timed, name, AUTODIFF),
+                "rel_error_vs_autodiff": errors[name],
+            }
+        )
+    for k, limit in GOALS.items():
+        name = next((n for n in timed if f"K={k} " in n), None)
+        if name is None:
+            continue
+        for ref_name in (GRAD, AUTODIFF):
+            r = timing.ratio(timed, name, ref_name)["median"]
+            goals.append(
+                {"case": name, "reference": ref_name, "ratio": r, "goal": limit, "verdict": timing.goal(r, limit)}
+            )
+    dname = next(n for n in dist if n != GRAD)
+    distance = {"case": dname, "ms": dist[dname]["ms"], "vs_grad": timing.ratio(dist, dname, GRAD)}
+    return {"config": config, "rows": rows, "goals": goals, "distance": distance}
+
+
+def markdown(result: dict) -> str:
+    c = result["config"]
+    body = f"LSTM B={c['batch']}, H={c['hidden']}, I={c['inputs']}, T={c['steps']}, float32, loss = mean(h²).\n\n"
+    body += timing.markdown_table(
+        ["case", "ms", f"÷ {GRAD}", f"÷ {AUTODIFF}", "rel. error vs autodiff"],
+        [
+            [
+                r["case"],
+                timing.fmt_ms(r["ms"]),
+                timing.fmt_ratio(r["vs_grad"]),
+                timing.fmt_ratio(r["vs_autodiff"]),
+                f"{r['rel_error_vs_autodiff']:.1e}",
+            ]
+            for r in result["rows"]
+        ],
+    )
+    d = result["distance"]
+    body += (
+        f"\n\nFor information: {d['case']}: {timing.fmt_ms(d['ms'])} ms, {timing.fmt_ratio(d['vs_grad'])} {GRAD}.\n\n"
+    )
+    body += "Goals:\n\n" + timing.markdown_table(
+        ["case", "against", "ratio", "goal", "verdict"],
+        [[g["case"], g["reference"], f"{g['ratio']:.2f}×", f"≤ {g['goal']}×", g["verdict"]] for g in result["goals"]],
+    )
+    return body
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    args = timing.parse_args(NAME, __doc__.splitlines()[0], argv)
+    config = dict(QUICK if args.quick else FULL)
+    result = run(config, args.repeats or config["repeats"])
+    if args.quick:
+        timing.mark_quick(result)
+    timing.write(args.out, NAME, "Decomposition cost against a plain gradient", result, markdown(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""gradpaths' LSTM gradient against Flax ``nn.RNN(nn.OptimizedLSTMCell)`` and PyTorch ``nn.LSTM``.
+
+All three run forward + backward of loss = mean(h²) on the same weights and inputs
+(gradpaths params copied into Flax's per-gate Dense kernels and into torch's
+weight_ih / weight_hh with bias_hh = 0), float32. The outputs and the W_h gradients
+are compared first, so the timings are of the same computation. torch uses as many
+threads as there are cores and runs on CUDA only when JAX does too.
+
+Goal: the gradpaths gradient at least as fast as PyTorch nn.LSTM (ratio ≤ 1).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import gradpaths as gp
+from benchmarks import timing
+
+NAME = "frameworks"
+FULL = {"batch": 32, "hidden": 128, "inputs": 8, "steps": 100, "repeats": 20}
+QUICK = {"batch": 4, "hidden": 16, "inputs": 3, "steps": 10, "repeats": 3}
+GATES = ("i", "f", "g", "o")
+GP_GRAD, GP_AUTODIFF, FLAX, TORCH = (
+    "gradpaths jax.grad",
+    "gradpaths (autodiff scan)",
+    "flax OptimizedLSTMCell",
+    "torch nn.LSTM",
+)
+
+
+def to_flax(params, hidden: int) -> dict:
+    """gradpaths LSTM params -> variables of nn.RNN(nn.OptimizedLSTMCell(H)) (gates i, f, g, o)."""
+    blocks = lambda w: dict(zip(GATES, jnp.split(w, 4, axis=-1)))
+    wx, wh, b = blocks(params["W_x"]), blocks(params["W_h"]), blocks(params["b"])
+    cell = {f"i{g}": {"kernel": wx[g]} for g in GATES}
+    cell |= {f"h{g}": {"kernel": wh[g], "bias": b[g]} for g in GATES}
+    return {"params": {"cell": cell}}
+
+
+def flax_grad(hidden: int, xs):
+    import flax.linen as nn
+
+    rnn = nn.RNN(nn.OptimizedLSTMCell(hidden))
+    grad = jax.jit(jax.grad(lambda v: timing.mse(rnn.apply(v, xs))))
+    return rnn, grad
+
+
+def torch_setup(params, xs):
+    """An nn.LSTM holding gradpaths' weights, and its input; on CUDA only if JAX is on a GPU."""
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    device = "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu"
+    n_i, n_h = params["W_x"].shape[0], params["W_h"].shape[0]
+    lstm = torch.nn.LSTM(n_i, n_h, batch_first=True).to(device)
+    t = lambda a: torch.from_numpy(np.array(a, dtype=np.float32)).to(device)
+    with torch.no_grad():
+        lstm.weight_ih_l0.copy_(t(params["W_x"].T))
+        lstm.weight_hh_l0.copy_(t(params["W_h"].T))
+        lstm.bias_ih_l0.copy_(t(params["b"]))
+        lstm.bias_hh_l0.zero_()
+    return lstm, t(xs), device
+
+
+def run(config: dict, repeats: int) -> dict:
+    cell, params, xs = timing.lstm_problem(config["batch"], config["hidden"], config["inputs"], config["steps"])
+    fns, checks = {}, {}
+    for name, backward in ((GP_GRAD, "custom"), (GP_AUTODIFF, "autodiff")):
+        f = jax.jit(jax.grad(lambda p, b=backward: timing.mse(gp.unroll(cell, p, xs, backward=b))))
+        fns[name] = lambda f=f: f(params)
+    ref_hs, ref_g = gp.unroll(cell, params, xs), fns[GP_GRAD]()
+    rnn, fgrad = flax_grad(config["hidden"], xs)
+    variables = to_flax(params, config["hidden"])
+    fns[FLAX] = lambda: fgrad(variables)
+    fg = fgrad(variables)["params"]["cell"]
+    flax_wh = jnp.concatenate([fg[f"h{g}"]["kernel"] for g in GATES], axis=-1)
+    checks[FLAX] = {
+        "max_abs_h_diff": float(jnp.abs(rnn.apply(variables, xs) - ref_hs).max()),
+        "rel_error_dW_h": timing.rel_error(flax_wh, ref_g["W_h"]),
+    }
+    torch_device = None
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if torch is not None:
+        lstm, x_t, torch_device = torch_setup(params, xs)
+
+        def torch_step():
+            lstm.zero_grad(set_to_none=True)
+            out, _ = lstm(x_t)
+            (out**2).mean().backward()
+            if torch_device == "cuda":
+                torch.cuda.synchronize()
+
+        fns[TORCH] = torch_step
+        torch_step()
+        out, _ = lstm(x_t)
+        checks[TORCH] = {
+            "max_abs_h_diff": float(np.abs(out.detach().cpu().numpy() - np.asarray(ref_hs)).max()),
+            "rel_error_dW_h": timing.rel_error(jnp.asarray(lstm.weight_hh_l0.grad.cpu().numpy().T), ref_g["W_h"]),
+        }
+    timed = timing.time_cases(fns, repeats=repeats)
+    ref = TORCH if TORCH in fns else FLAX
+    rows = [
+        {
+            "case": n,
+            "ms": t["ms"],
+            "vs_ref": timing.ratio(timed, n, ref),
+            "vs_flax": timing.ratio(timed, n, FLAX),
+            "check": checks.get(n),
+        }
+        for n, t in timed.items()
+    ]
+    goals = []
+    for against in (TORCH, FLAX):
+        if against in fns:
+            r = timing.ratio(timed, GP_GRAD, against)["median"]
+            goals.append(
+                {"case": GP_GRAD, "reference": against, "ratio": r, "goal": 1.0, "verdict": timing.goal(r, 1.0)}
+            )
+    return {"config": config, "reference": ref, "torch_device": torch_device, "rows": rows, "goals": goals}
+
+
+def markdown(result: dict) -> str:
+    c = result["config"]
+    body = (
+        f"LSTM B={c['batch']}, H={c['hidden']}, I={c['inputs']}, T={c['steps']}, float32, forward + backward of "
+        f"mean(h²); torch on {result['torch_device'] or 'n/a (not installed)'}.\n\n"
+    )
+    fmt_check = lambda k: "-" if k is None else f"h {k['max_abs_h_diff']:.1e}, dW_h {k['rel_error_dW_h']:.1e}"
+    body += timing.markdown_table(
+        ["case", "ms", f"÷ {result['reference']}", f"÷ {FLAX}", "same computation (max abs Δh, rel. error dW_h)"],
+        [
+            [
+                r["case"],
+                timing.fmt_ms(r["ms"]),
+                timing.fmt_ratio(r["vs_ref"]),
+                timing.fmt_ratio(r["vs_flax"]),
+                fmt_check(r["check"]),
+            ]
+            for r in result["rows"]
+        ],
+    )
+    body += "\n\nGoals:\n\n" + timing.markdown_table(
+        ["case", "against", "ratio", "goal", "verdict"],
+        [[g["case"], g["reference"], f"{g['ratio']:.2f}×", f"≤ {g['goal']}×", g["verdict"]] for g in result["goals"]],
+    )
+    return body
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    args = timing.parse_args(NAME, __doc__.splitlines()[0], argv)
+    config = dict(QUICK if args.quick else FULL)
+    result = run(config, args.repeats or config["repeats"])
+    if args.quick:
+        timing.mark_quick(result)
+    timing.write(args.out, NAME, "LSTM forward + backward: gradpaths, Flax, PyTorch", result, markdown(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
