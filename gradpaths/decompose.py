@@ -168,11 +168,17 @@ def decompose(
     return Decomposition(loss=loss, finite=finite, **res)
 
 
-def masked_grad(cell: Cell, params, xs: jax.Array, loss_fn: Callable, scales: Mapping[str, Any], state0=None):
+def masked_grad(
+    cell: Cell, params, xs: jax.Array, loss_fn: Callable, scales: Mapping[str, Any], state0=None,
+    backward: str = "autodiff",
+):
     """dL/dθ with the gradient through each named edge scaled by α (forward unchanged).
 
     With the hop edges scaled by α and no bucket clamped,
-    masked_grad = Σ_k α^k by_hops[k] exactly.
+    masked_grad = Σ_k α^k by_hops[k] exactly. The default ``backward="autodiff"``
+    differentiates ``sg(e) + α (e - sg(e))`` with plain JAX autodiff, independently of
+    the hand-built reverse scan that ``decompose`` uses, so the identity is a real check;
+    ``backward="custom"`` is faster.
     """
     check_scales(cell, scales)
-    return jax.grad(lambda p: loss_fn(unroll(cell, p, xs, state0, scales)))(params)
+    return jax.grad(lambda p: loss_fn(unroll(cell, p, xs, state0, scales, backward=backward)))(params)

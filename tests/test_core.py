@@ -51,16 +51,22 @@ def mix(hs, w):
 @functools.cache
 def bundle(name, dtype):
     """One jitted call per (cell, dtype): every part (K = T, nothing clamped), a clamped
-    K = 2 split, jax.grad, and masked_grad with hop scale alpha."""
+    K = 2 split, jax.grad (plain autodiff), masked_grad with hop scale alpha (autodiff), and
+    both again through unroll's custom VJP."""
     cell = CELLS[name]
 
     def f(params, xs, w, alpha):
         loss = lambda hs: mix(hs, w)
         full = gp.decompose(cell, params, xs, loss, max_hops=T, parts=ALL_PARTS)
         clamped = gp.decompose(cell, params, xs, loss, max_hops=2, parts=("hops",))
-        ref = jax.grad(lambda p: loss(gp.unroll(cell, p, xs)))(params)
-        masked = gp.masked_grad(cell, params, xs, loss, {e: alpha for e in cell.hop_edges})
-        return full, clamped, ref, masked
+        ref = jax.grad(lambda p: loss(gp.unroll(cell, p, xs, backward="autodiff")))(params)
+        scales = {e: alpha for e in cell.hop_edges}
+        masked = gp.masked_grad(cell, params, xs, loss, scales)
+        custom = {
+            "grad": jax.grad(lambda p: loss(gp.unroll(cell, p, xs)))(params),
+            "masked": gp.masked_grad(cell, params, xs, loss, scales, backward="custom"),
+        }
+        return full, clamped, ref, masked, custom
 
     return jax.jit(f)
 
@@ -68,7 +74,17 @@ def bundle(name, dtype):
 def run(name, dtype, loss="nonlinear", alpha=0.5, batch=(B,)):
     cell, params, xs = setup(name, dtype, batch)
     w = jnp.asarray([k == loss for k in LOSSES], dtype)
-    return bundle(name, dtype)(params, xs, w, jnp.asarray(alpha, dtype))
+    return bundle(name, dtype)(params, xs, w, jnp.asarray(alpha, dtype))[:4]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name", CELLS)
+def test_custom_vjp_matches_autodiff(name, dtype):
+    cell, params, xs = setup(name, dtype)
+    w = jnp.asarray([1.0, 0.5, 2.0], dtype)
+    *_, ref, masked, custom = bundle(name, dtype)(params, xs, w, jnp.asarray(0.3, dtype))
+    assert rel(custom["grad"], ref) <= TOL[dtype]
+    assert rel(custom["masked"], masked) <= TOL[dtype]
 
 
 def sums(d):
@@ -191,7 +207,8 @@ def test_scan_matches_python_loop(name):
 @pytest.mark.parametrize("name", ["lstm", "gru", "rnn"])
 def test_check_grads_on_unroll(name):
     cell, params, xs = setup(name, "float64", batch=())
-    check_grads(lambda p, x: gp.unroll(cell, p, x), (params, xs), order=1, modes=("rev",))
+    for backward in ("custom", "autodiff"):
+        check_grads(lambda p, x, b=backward: gp.unroll(cell, p, x, backward=b), (params, xs), order=1, modes=("rev",))
 
 
 def test_batch_axes_and_state0():
@@ -204,7 +221,7 @@ def test_batch_axes_and_state0():
     np.testing.assert_allclose(hs0[0, 1], gp.unroll(cell, params, xs[0, 1], state0=s0), rtol=1e-13)
     loss = lambda hs: jnp.sum(hs**2)
     d = gp.decompose(cell, params, xs, loss, max_hops=1, parts=("hops",), state0=s0)
-    ref = jax.grad(lambda p: loss(gp.unroll(cell, p, xs, state0=s0)))(params)
+    ref = jax.grad(lambda p: loss(gp.unroll(cell, p, xs, state0=s0, backward="autodiff")))(params)
     assert rel(d.total, ref) < 1e-12
     assert rel(jax.tree.map(lambda v: v.sum(0), d.by_hops), ref) < 1e-12
 
@@ -258,7 +275,7 @@ def test_parts_not_asked_for_are_none():
     cell, params, xs = setup("lstm", "float32")
     d = gp.decompose(cell, params, xs, LOSSES["last"], parts=())
     assert d.by_step is None and d.by_distance is None and d.by_hops is None and d.state_grads is None
-    assert rel(d.total, jax.grad(lambda p: LOSSES["last"](gp.unroll(cell, p, xs)))(params)) < 1e-5
+    assert rel(d.total, jax.grad(lambda p: LOSSES["last"](gp.unroll(cell, p, xs, backward="autodiff")))(params)) < 1e-5
 
 
 def test_cells_expose_edges_and_param_shapes():
