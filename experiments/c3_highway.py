@@ -55,16 +55,18 @@ def analyse(cell, params, xs, r, n_tj, burn_in):
 
     w = jnp.zeros(n_t, xs.dtype).at[-1].set(1)
     d = gp.decompose(cell, params, xs, lambda hs: readout_loss(hs, r, w), max_hops=1, parts=("state",))
-    lam0 = d.state_grads.c[:, 0]  # [T, B, H]: the 0-hop class
-    lam1 = d.state_grads.c[:, 1]  # the ≥ 1-hop classes
+    # norms and the prediction in float64: Σ λ² of a float32 λ underflows long before λ does
+    lam0 = d.state_grads.c[:, 0].astype(jnp.float64)  # [T, B, H]: the 0-hop class
+    lam1 = d.state_grads.c[:, 1].astype(jnp.float64)  # the ≥ 1-hop classes
     # Π_{t=s+1}^{T-2} f_t for s = 0..T-2 (empty product at s = T-2)
-    log_f = jnp.log(jnp.swapaxes(f, 0, 1))  # [T, B, H]
+    log_f = jnp.log(jnp.swapaxes(f, 0, 1).astype(jnp.float64))  # [T, B, H]
     suffix = jnp.cumsum(log_f[1 : n_t - 1][::-1], 0)[::-1]
     log_prod = jnp.concatenate([suffix, jnp.zeros_like(log_f[:1])])  # [T-1, B, H]
     pred = jnp.exp(log_prod) * lam0[n_t - 2]
     norm_bt = lambda v: jnp.linalg.norm(v, axis=-1)  # [T, B]
     meas_n, pred_n = norm_bt(lam0[: n_t - 1]), norm_bt(pred)
-    ok = (meas_n > 0) & (pred_n > 0)
+    fl = float(jnp.finfo(xs.dtype).tiny) * 1e6  # below: float underflow of λ's entries, not compared
+    ok = (meas_n > fl) & (pred_n > fl)
     log_err = jnp.max(jnp.where(ok, jnp.abs(jnp.log(jnp.where(ok, meas_n, 1)) - jnp.log(jnp.where(ok, pred_n, 1))), 0))
 
     rates = {
@@ -181,7 +183,7 @@ def _figure(out, slopes, n_t, adjoint_exact):
     for j, gain in enumerate(GAINS):
         if gain not in (GAINS[0], 1.0, GAINS[-1]):
             continue
-        col = f"C{j + 3}"
+        col = {0: "C4", 2: "C3", 4: "C7"}[j]
         band(axes[1], s[: n_t - 1], out["c0_norm"][:, j], col, f"0 hops, g={gain:g}")
         axes[1].plot(s[: n_t - 1], np.median(out["c0_pred"][:, j], 0), color="k", ls=":", lw=0.8)
         band(axes[1], s, out["c1_norm"][:, j], col, f"≥1 hops, g={gain:g}", lw=0.8)
@@ -190,7 +192,7 @@ def _figure(out, slopes, n_t, adjoint_exact):
     axes[1].set_yscale("log")
     axes[1].set_xlabel("time step s (loss at s = T-1)")
     axes[1].set_ylabel("‖∂L/∂c_s‖ by hop class (median)")
-    axes[1].legend(fontsize=7, ncol=2)
+    axes[1].legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.14))
     fig.suptitle(
         f"C3: highway rate slope vs ln g = {slopes['highway']:.2f}, hop-path slope = {slopes['hops']:.2f}; "
         + (

@@ -58,7 +58,8 @@ def run(args: C.Args) -> C.Outcome:
         for s in P.SETTINGS
     )
     summary = (
-        f"LSTM H={sz['H']}, T={sz['T']}, batch {sz['B']}, {sz['seeds']} seeds (medians), loss r·h_{{T-1}}, "
+        f"LSTM H={sz['H']}, T={sz['T']}, batch {sz['B']}, {sz['seeds']} seeds (medians), {sz['dtype']}, "
+        "loss r·h_{T-1}, "
         f"distance d = {d}. At-initialisation half of C7 only; training is in c7_forget_training and "
         "c7_selective.\n\n"
         f"| setting | ‖G_d={d}‖ | ‖G_d={d}‖/‖g‖ | highway projection share | mean hops |\n|---|---|---|---|---|\n"
@@ -90,7 +91,7 @@ def _figure(res, stats, sz, g_at, drops):
     for ax, field, lab in ((axes[0], "norm", f"‖G_d={d}‖"), (axes[0], "size", f"‖G_d={d}‖ / ‖g‖")):
         y = np.array([np.asarray(res[s]["at"][field], float) for s in sweep_settings]).T  # [seed, bias]
         col = "C0" if field == "norm" else "C1"
-        band(ax, b, np.maximum(y, 1e-45), col, lab)
+        band(ax, b, np.maximum(y, 1e-300), col, lab)
         ax.lines[-1].set_marker("o")
         yc = np.asarray(res["chrono"]["at"][field], float)
         ax.errorbar(
@@ -106,12 +107,14 @@ def _figure(res, stats, sz, g_at, drops):
     axes[0].set_ylabel(f"gradient at distance d = {d} steps (median, IQR)")
     axes[0].legend(fontsize=8)
     sh = np.array([np.asarray(res[s]["at"]["proj_share"], float)[:, 0] for s in P.SETTINGS]).T
-    band(axes[1], np.arange(len(P.SETTINGS)), np.abs(sh) + 1e-30, "C3", "|highway projection share|")
+    band(axes[1], np.arange(len(P.SETTINGS)), np.maximum(np.abs(sh), 1e-300), "C3", "|highway projection share|")
+    axes[1].lines[-1].set_marker("o")
     axes[1].set_yscale("log")
     axes[1].axhline(0.5, color="k", ls=":", lw=0.8)
     axes[1].set_xticks(range(len(P.SETTINGS)), P.SETTINGS, fontsize=8)
     axes[1].set_ylabel(f"highway (0-hop) share of G_d={d}")
     axes[1].legend(fontsize=8)
+    hwy = [float(stats[s]["proj_share"][0]) for s in P.SETTINGS]
     fig.suptitle(
         f"C7 (at init): the gradient at d={d} "
         + (
@@ -119,6 +122,8 @@ def _figure(res, stats, sz, g_at, drops):
             if not drops
             else f"is not monotone in b_f (falls at {', '.join(drops)})"
         )
+        + f";\nthe highway carries at most {C.fmt(max(hwy[:-1]))} of it over the b_f sweep, "
+        + f"{C.fmt(hwy[-1])} with chrono"
     )
     fig.tight_layout()
     return fig

@@ -89,17 +89,25 @@ def run(args: C.Args) -> C.Outcome:
         + (", ".join(f"{g:g}" for g in holds) or "none")
         + "}"
     )
+    # paired across seeds (same draws): the fraction of seeds in which each step of the ordering holds
+    paired = {pair: (rates[pair[0]] < rates[pair[1]]).mean(0) for pair in (("sigmoid", "tanh"), ("tanh", "relu"))}
+    iqr = lambda a, j: np.percentile(rates[a][:, j], [25, 75])
     rows = "\n".join(
-        f"| {g:g} | " + " | ".join(C.fmt(rr[a]) for a in ACTIVATIONS) + f" | {'yes' if ordered(rr) else 'no'} |"
-        for g, rr in zip(GAINS, per_gain)
+        f"| {g:g} | "
+        + " | ".join(f"{C.fmt(rr[a])} [{C.fmt(iqr(a, j)[0])}, {C.fmt(iqr(a, j)[1])}]" for a in ACTIVATIONS)
+        + f" | {'yes' if ordered(rr) else 'no'} | "
+        + " | ".join(f"{paired[p][j]:.2f}" for p in paired)
+        + " |"
+        for j, (g, rr) in enumerate(zip(GAINS, per_gain))
     )
     nonfinite = {k: int((~v_).sum()) for k, v_ in finite.items()}
     summary = (
         f"RNN H={n_h}, T={n_t}, batch {n_b}, {n_seeds} seeds (medians), same W_h/W_x/inputs draw for every activation, "
         f"loss r·h_{{T-1}}, fit over d ∈ [{FIT_D[0]}, {FIT_D[1]}]. Decay half of C9; the IRNN training half is "
-        f"c9_irnn.\n\n| g | "
+        f"c9_irnn. Cells: median [IQR] over seeds.\n\n| g | "
         + " | ".join(ACTIVATIONS)
-        + " | sigmoid < tanh < relu |\n|---|---|---|---|---|---|\n"
+        + " | sigmoid < tanh < relu | seeds with sigmoid < tanh | seeds with tanh < relu |\n"
+        + "|---|---|---|---|---|---|---|---|\n"
         + rows
         + f"\n\nIRNN (relu, W_h = I): decay rate {C.fmt(float(med['irnn'][0]))} per step. Non-finite gradients: "
         + ", ".join(f"{k} {n}" for k, n in nonfinite.items())
@@ -111,7 +119,12 @@ def run(args: C.Args) -> C.Outcome:
         args,
         NAME,
         config={"T": n_t, "H": n_h, "B": n_b, "I": n_i, "gains": GAINS, "fit_d": FIT_D},
-        data={"rates": rates, "median_rates": med, "nonfinite": nonfinite},
+        data={
+            "rates": rates,
+            "median_rates": med,
+            "nonfinite": nonfinite,
+            "paired_fraction": {f"{a}<{b}": v_ for (a, b), v_ in paired.items()},
+        },
         outcome=outcome,
         summary=summary,
         figures={"c9_activations.png": fig},
