@@ -1,0 +1,227 @@
+"""C7, selective forgetting: does a trained LSTM drop f at "but" and block the gradient there?
+
+Setting: an LSTM (b_f = 1, Gaussian W_h, Adam) trained on the "A, but B" task
+(``tasks.sample_selective``: the label is the sentiment of the clause after the last
+"but", at the last step). After training, on a fresh batch of N sequences:
+
+- gates: f_t = σ(z_f) from ``cell.gate_values(u_t, a_t)`` with u_t = x_t W_x + b and
+  a_t = h_{t-1} W_h recomputed from ``gp.unroll_states``. f̄_but is the mean of f (over
+  units and examples) at the "but" steps (f_t multiplies c_{t-1} when "but" is read);
+  f̄_else the mean at every other step t ≥ 1. drop = f̄_but / f̄_else.
+- gradient: ``gp.decompose`` with the task loss at the last step gives the 0-hop
+  (highway) class λ_s = ∂L/∂c_s^{[0]} = (Π_{t=s+1}^{T-1} f_t) ⊙ λ_{T-1}. The
+  transmission of step t is τ_t = ‖λ_{t-1}‖ / ‖λ_t‖ ∈ [0, 1]. block = τ at the last "but"
+  (λ just before it against just after it) divided by the median τ of the other steps
+  after the first, per example, then the median over examples.
+
+Criterion (CLAIMS.md): "f drops towards 0 at 'but' and the gradient back to earlier
+tokens is blocked". Medians over seeds; INCONCLUSIVE unless the task is solved (median
+accuracy ≥ SOLVED_ACC); then SUPPORTED if drop ≤ CUT and block ≤ CUT, NOT SUPPORTED if
+drop > KEEP and block > KEEP (f at "but" is about what it is elsewhere: the model solves
+the task another way, e.g. by overwriting c through the input gate at each sentiment
+word), NUANCED otherwise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import gradpaths as gp
+from experiments import _common as C
+from gradpaths import tasks
+from gradpaths import train as gt
+
+CLAIM, NAME = "C7", "c7_selective"
+TITLE = "C7 selective forgetting: the trained forget gate and highway gradient at 'but'"
+SOLVED_ACC, CUT, KEEP = 0.9, 0.5, 0.8
+EVAL_SEED = 12345
+
+
+def sizes(args: C.Args) -> dict:
+    n_t, n_h, n_b, steps = args.pick((8, 8, 8, 20), (20, 16, 32, 600), (50, 64, 64, 4000))
+    return {"T": n_t, "H": n_h, "B": n_b, "steps": steps, "lr": 1e-2, "seeds": args.n_seeds(2, 4, 16), "N": 256}
+
+
+def config(sz: dict, args: C.Args) -> gt.TrainConfig:
+    return gt.TrainConfig(
+        task="selective",
+        T=sz["T"],
+        cell="lstm",
+        hidden_size=sz["H"],
+        forget_bias=1.0,
+        recurrent_init="gaussian",
+        batch_size=sz["B"],
+        steps=sz["steps"],
+        segment=sz["steps"],
+        lr=sz["lr"],
+        dtype="float64" if args.float64 else "float32",
+    )
+
+
+def trained(args: C.Args, cfg: gt.TrainConfig, seeds: int) -> dict:
+    """{"params": per-seed trained params, "metrics": final Metrics}, cached on disk."""
+    import hashlib
+    import json
+
+    tag = json.dumps([dataclasses.asdict(cfg), seeds], sort_keys=True)
+    path = args.dir(NAME) / "points" / f"trained-{hashlib.sha256(tag.encode()).hexdigest()[:12]}.json"
+
+    def compute():
+        C.progress(f"{NAME}: training {seeds} seeds, {cfg.steps} steps")
+        res = gt.make_seeds(cfg).train(jax.random.split(jax.random.key(0), seeds))
+        return {"params": res.state.params, "metrics": res.metrics}
+
+    return C.cached(path, compute)
+
+
+def analyse(cell, params, task, xs, batch):
+    """Gate and gradient measures of one trained network on an eval batch (see module docstring)."""
+    ro = params["readout"]
+    states = gp.unroll_states(cell, params["cell"], xs)  # [N, T, H]
+    h_prev = jnp.concatenate([jnp.zeros_like(states.h[:, :1]), states.h[:, :-1]], axis=1)
+    u = xs @ params["cell"]["W_x"] + params["cell"]["b"]
+    _, f, _, _ = cell.gate_values(u, cell.recurrent(params["cell"], h_prev))  # [N, T, H]
+    loss_fn = lambda hs: tasks.loss_and_accuracy(task, hs @ ro["W"] + ro["b"], batch)[0]
+    acc = tasks.loss_and_accuracy(task, states.h @ ro["W"] + ro["b"], batch)[1]
+    d = gp.decompose(cell, params["cell"], xs, loss_fn, max_hops=1, parts=("state",))
+    lam0 = jnp.linalg.norm(d.state_grads.c[:, 0], axis=-1).T  # [N, T] ‖∂L/∂c_s^{[0]}‖
+    lam_all = jnp.linalg.norm(d.state_grads.c.sum(1), axis=-1).T  # [N, T] all classes
+    is_but = jnp.argmax(xs, -1) == tasks.BUT  # [N, T]
+    n_t = xs.shape[-2]
+    t = jnp.arange(n_t)
+    p = tasks.last_but(xs)  # [N]
+    f_unit = f.mean(-1)  # [N, T]
+    other = (~is_but) & (t >= 1)
+    sent = other & (jnp.argmax(xs, -1) != tasks.NEUTRAL)
+    tau = lam0[:, :-1] / lam0[:, 1:]  # τ_t for t = 1..T-1, [N, T-1]
+    at_p = t[1:] == p[:, None]
+    tau_but = jnp.sum(jnp.where(at_p, tau, 0.0), 1)
+    tau_else = jnp.nanmedian(jnp.where(at_p | ~jnp.isfinite(tau), jnp.nan, tau), axis=1)
+    pick = lambda v, s: jnp.take_along_axis(v, s[:, None], 1)[:, 0]
+    return {
+        "accuracy": acc,
+        "f_but": jnp.sum(f_unit * is_but) / jnp.sum(is_but),
+        "f_else": jnp.sum(f_unit * other) / jnp.sum(other),
+        "f_sentiment": jnp.sum(f_unit * sent) / jnp.sum(sent),
+        "unit_drop_frac": jnp.mean(
+            (jnp.sum(f * is_but[..., None], (0, 1)) / jnp.sum(is_but))
+            < 0.5 * (jnp.sum(f * other[..., None], (0, 1)) / jnp.sum(other))
+        ),
+        "tau_but": jnp.median(tau_but),
+        "tau_else": jnp.median(tau_else),
+        "block": jnp.median(tau_but / tau_else),
+        "total_ratio": jnp.median(pick(lam_all, p - 1) / pick(lam_all, p)),
+        "f_example": f[0],
+        "lam0_example": lam0[0],
+        "lam_all_example": lam_all[0],
+        "tokens_example": jnp.argmax(xs[0], -1),
+    }
+
+
+def verdict(accuracy: float, drop: float, block: float) -> str:
+    """accuracy, drop = f̄_but/f̄_else and block = τ_but/τ_else, each the median over seeds."""
+    for name, v in (("accuracy", accuracy), ("drop", drop), ("block", block)):
+        if not np.isfinite(v):
+            raise ValueError(f"{name} must be a finite number, got {v!r}")
+    if accuracy < SOLVED_ACC:
+        return C.INCONCLUSIVE
+    if drop <= CUT and block <= CUT:
+        return C.SUPPORTED
+    if drop > KEEP and block > KEEP:
+        return C.NOT_SUPPORTED
+    return C.NUANCED
+
+
+def run(args: C.Args) -> C.Outcome:
+    sz = sizes(args)
+    cfg = config(sz, args)
+    task = tasks.make("selective", sz["T"])
+    cell = gt.make_cell(cfg)
+    tr = trained(args, cfg, sz["seeds"])
+    dtype = gt.DTYPES[cfg.dtype]
+    params = jax.tree.map(lambda v: jnp.asarray(v, dtype), tr["params"], is_leaf=lambda v: isinstance(v, list))
+    batch = task.sample(jax.random.key(EVAL_SEED), sz["N"])
+    xs = batch.inputs.astype(dtype)
+    m = jax.device_get(jax.jit(jax.vmap(lambda p: analyse(cell, p, task, xs, batch)))(params))
+    keys = ("accuracy", "f_but", "f_else", "f_sentiment", "block", "total_ratio", "unit_drop_frac")
+    med = {k: float(np.median(m[k])) for k in keys}
+    drop = med["f_but"] / med["f_else"]
+    drops = np.asarray(m["f_but"]) / np.asarray(m["f_else"])
+    v = verdict(med["accuracy"], float(np.median(drops)), med["block"])
+    headline = (
+        f"accuracy {C.fmt(med['accuracy'])} (T={sz['T']}); mean f at 'but' {C.fmt(med['f_but'])} vs "
+        f"{C.fmt(med['f_else'])} elsewhere (ratio {C.fmt(float(np.median(drops)))}; at sentiment words "
+        f"{C.fmt(med['f_sentiment'])}); highway transmission "
+        f"across the last 'but' / elsewhere {C.fmt(med['block'])}"
+    )
+    if v == C.INCONCLUSIVE:
+        headline = f"task not solved (accuracy < {SOLVED_ACC}); " + headline
+    rows = "\n".join(
+        f"| {s} | {C.fmt(float(m['accuracy'][s]))} | {C.fmt(float(m['f_but'][s]))} | "
+        f"{C.fmt(float(m['f_else'][s]))} | {C.fmt(float(m['f_sentiment'][s]))} | {C.fmt(float(drops[s]))} | "
+        f"{C.fmt(float(m['unit_drop_frac'][s]))} | "
+        f"{C.fmt(float(m['tau_but'][s]))} | {C.fmt(float(m['tau_else'][s]))} | {C.fmt(float(m['block'][s]))} | "
+        f"{C.fmt(float(m['total_ratio'][s]))} |"
+        for s in range(sz["seeds"])
+    )
+    summary = (
+        f"LSTM H={sz['H']} (b_f=1) trained {sz['steps']} Adam steps (lr {sz['lr']}, batch {sz['B']}) on the "
+        f"selective task T={sz['T']}; measured on {sz['N']} fresh sequences per seed. drop = f̄_but/f̄_else; "
+        "τ = ‖∂L/∂c_{t-1}^{[0]}‖/‖∂L/∂c_t^{[0]}‖ (highway transmission of one step); block = τ at the last "
+        "'but' / median τ elsewhere; total ratio = the same across the last 'but' for the adjoint of all hop "
+        f"classes. Verdict thresholds: solved ≥ {SOLVED_ACC}, cut ≤ {CUT}, kept > {KEEP}.\n\n"
+        "| seed | accuracy | f̄_but | f̄_else | f̄ at sentiment words | drop | units with f_but < f_else/2 | "
+        "τ_but | τ_else | block | total ratio |\n|---|---|---|---|---|---|---|---|---|---|---|\n" + rows
+    )
+    outcome = C.Outcome(CLAIM, NAME, v, headline, "c7_selective.png")
+    C.write_outputs(
+        args,
+        NAME,
+        config=sz,
+        data={k: m[k] for k in m if not k.endswith("_example")} | {"median": med, "drop": drops},
+        outcome=outcome,
+        summary=summary,
+        figures={"c7_selective.png": _figure(m, sz, v, drop)},
+        seeds=sz["seeds"],
+    )
+    return outcome
+
+
+def _figure(m, sz, v, drop):
+    import matplotlib.pyplot as plt
+
+    tok = np.asarray(m["tokens_example"][0])
+    f = np.asarray(m["f_example"][0])  # [T, H]
+    t = np.arange(len(tok))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.0))
+    ax = axes[0]
+    ax.plot(t, f, color="C0", alpha=0.25, lw=0.8)
+    ax.plot(t, f.mean(1), color="k", lw=2, label="mean over units")
+    names = {tasks.NEUTRAL: "·", tasks.POSITIVE: "pos", tasks.NEGATIVE: "neg", tasks.BUT: "BUT"}
+    for ax_ in axes:
+        for s in t[tok == tasks.BUT]:
+            ax_.axvline(s, color="C3", ls="--", lw=1)
+        ax_.set_xticks(t, [names[int(k)] for k in tok], fontsize=7, rotation=90)
+        ax_.set_xlabel("token (one example; 'but' marked red)")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("forget gate f_t (each unit thin, mean bold)")
+    ax.legend(fontsize=8)
+    lam0, lam = np.asarray(m["lam0_example"][0]), np.asarray(m["lam_all_example"][0])
+    axes[1].semilogy(t, np.where(lam0 > 0, lam0, np.nan), "o-", label="0-hop (highway) ‖∂L/∂c_s‖")
+    axes[1].semilogy(t, np.where(lam > 0, lam, np.nan), "s-", alpha=0.6, label="all paths ‖∂L/∂c_s‖")
+    axes[1].set_ylabel("adjoint norm (loss at the last step)")
+    axes[1].legend(fontsize=8)
+    fig.suptitle(
+        f"C7 selective (seed 0, acc {C.fmt(float(m['accuracy'][0]))}): {v}; f at 'but' / elsewhere = {C.fmt(drop)}, "
+        f"highway blocking {C.fmt(float(np.median(m['block'])))}"
+    )
+    fig.tight_layout()
+    return fig
+
+
+if __name__ == "__main__":
+    C.main(__import__(__name__))

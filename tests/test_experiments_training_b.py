@@ -1,0 +1,195 @@
+"""Training experiments: C7 forget bias in training, C7 selective forgetting, h-detach, paths during training.
+
+Each verdict function is driven to every outcome with synthetic data; the measurements
+are checked on hand-built networks; each module runs end to end at quick scale.
+"""
+
+import dataclasses
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import gradpaths as gp
+from experiments import _common as C
+from experiments import c7_forget_training as FT
+from experiments import c7_selective as SEL
+from experiments import hdetach as HD
+from experiments import paths_training as PT
+from gradpaths import tasks
+from gradpaths import train as gt
+
+RNG = np.random.default_rng(0)
+
+
+def _scores(medians, spread=0.01):
+    """Four seeds around each median."""
+    return [m + spread * np.array([-1.5, -0.5, 0.5, 1.5]) for m in medians]
+
+
+# ------------------------------------------------------------------ c7_forget_training
+
+
+def test_clearly_better_needs_a_gap_beyond_the_seed_spread():
+    assert FT.clearly_better([0.1, 0.11, 0.12], [0.5, 0.6, 0.7])
+    assert not FT.clearly_better([0.5, 0.6, 0.7], [0.1, 0.11, 0.12])
+    assert not FT.clearly_better([0.1, 0.5, 0.9], [0.2, 0.55, 0.95])  # overlapping seeds
+
+
+@pytest.mark.parametrize(
+    "medians, solved, expected",
+    [
+        ([0.9, 0.5, 0.3, 0.2, 0.1], [1.0] * 6, C.SUPPORTED),  # larger bias, faster
+        ([0.9, 0.5, 0.1, 0.3, 0.5], [1.0] * 6, C.NUANCED),  # best at an intermediate bias
+        ([0.5, 0.5, 0.5, 0.5, 0.5], [1.0] * 6, C.NOT_SUPPORTED),  # bias does not matter
+        ([0.1, 0.3, 0.5, 0.7, 0.9], [1.0] * 6, C.NOT_SUPPORTED),  # smaller bias, faster
+        ([0.9, 0.5, 0.3, 0.2, 0.1], [0.0, 0.25, 0.5, 0.5, 0.0, 0.0], C.INCONCLUSIVE),  # never solved
+    ],
+)
+def test_forget_training_verdict(medians, solved, expected):
+    assert FT.verdict(_scores(medians), solved) == expected
+
+
+def test_forget_training_verdict_rejects_one_bias():
+    with pytest.raises(ValueError, match="two or more"):
+        FT.verdict(_scores([0.5]), [1.0])
+
+
+def test_solve_steps_is_the_first_step_below_the_threshold_or_inf():
+    loss = np.array([[1.0, 0.5, 0.01, 0.5], [1.0, 1.0, 1.0, np.nan]]) / 6.0
+    t = FT.solve_steps(loss, 1.0 / 6.0, np.array([10, 20, 30, 40]))
+    np.testing.assert_array_equal(t, [30.0, np.inf])
+
+
+def test_bias_vectors_point_and_chrono():
+    b = FT.bias_vectors("b_f=2", 3, 20, 2, jnp.float64)
+    assert b.shape == (2, 12)
+    np.testing.assert_array_equal(b[:, 3:6], 2.0)
+    np.testing.assert_array_equal(b[:, :3], 0.0)
+    c = FT.bias_vectors("chrono", 3, 20, 2, jnp.float64)
+    np.testing.assert_array_equal(c[:, :3], -c[:, 3:6])  # b_i = -b_f
+    assert float(c[:, 3:6].min()) >= 0.0 and float(c[:, 3:6].max()) <= np.log(19)
+    assert not np.allclose(c[0], c[1])  # drawn per seed
+    with pytest.raises(ValueError, match="chrono"):
+        FT.bias_vectors("bias 2", 3, 20, 2, jnp.float64)
+
+
+def test_start_from_bias_equals_the_trainer_of_that_bias():
+    cfg0 = gt.TrainConfig(
+        task="adding", T=4, hidden_size=3, recurrent_init="gaussian", forget_bias=0.0, steps=2, segment=2
+    )
+    cfg2 = dataclasses.replace(cfg0, forget_bias=2.0)
+    key = jax.random.key(3)
+    b = FT.bias_vectors("b_f=2", 3, 4, 1, jnp.float32)[0]
+    mine = FT.start_from_bias(gt.make_trainer(cfg0))(key, b)
+    ref = gt.make_trainer(cfg2).init(key)
+    for x, y in zip(jax.tree.leaves((mine.params, mine.opt_state)), jax.tree.leaves((ref.params, ref.opt_state))):
+        np.testing.assert_array_equal(x, y)
+
+
+# ------------------------------------------------------------------ c7_selective
+
+
+@pytest.mark.parametrize(
+    "acc, drop, block, expected",
+    [
+        (1.0, 0.1, 0.05, C.SUPPORTED),
+        (1.0, 0.95, 0.9, C.NOT_SUPPORTED),  # solved without touching f at "but"
+        (1.0, 0.9, 0.3, C.NUANCED),
+        (0.6, 0.1, 0.05, C.INCONCLUSIVE),  # not solved
+    ],
+)
+def test_selective_verdict(acc, drop, block, expected):
+    assert SEL.verdict(acc, drop, block) == expected
+
+
+def test_selective_verdict_rejects_nan():
+    with pytest.raises(ValueError, match="drop"):
+        SEL.verdict(1.0, float("nan"), 0.5)
+
+
+@pytest.fixture(scope="module")
+def selective_setup():
+    task = tasks.make("selective", 8)
+    cell = gp.lstm(4, recurrent_init="gaussian")
+    p = cell.init(jax.random.key(0), tasks.SELECTIVE_VOCAB, jnp.float64)
+    ro = {"W": jnp.asarray(RNG.normal(size=(4, 2))), "b": jnp.zeros(2)}
+    batch = task.sample(jax.random.key(1), 16)
+    return task, cell, p, ro, batch
+
+
+@pytest.mark.parametrize("push, cut", [(-30.0, True), (30.0, False)])
+def test_selective_measures_a_forget_gate_wired_to_but(selective_setup, push, cut):
+    """W_x's "but" row drives f to 0 (cut) or 1 (kept) at "but": the measures must follow."""
+    task, cell, p, ro, batch = selective_setup
+    n_h = cell.hidden_size
+    w_x = p["W_x"].at[tasks.BUT, n_h : 2 * n_h].set(push)
+    params = {"cell": {**p, "W_x": w_x}, "readout": ro}
+    m = jax.jit(lambda q: SEL.analyse(cell, q, task, batch.inputs.astype(jnp.float64), batch))(params)
+    if cut:
+        assert float(m["f_but"]) < 1e-6 and float(m["block"]) < 1e-6
+    else:
+        assert float(m["f_but"]) > 1 - 1e-6 and float(m["f_but"]) > float(m["f_else"])
+        assert float(m["block"]) > 1.0  # transmission at "but" beats the typical step
+    assert m["f_example"].shape == (8, n_h)
+
+
+# ------------------------------------------------------------------ hdetach
+
+
+@pytest.mark.parametrize(
+    "medians, final, expected",
+    [
+        ([0.8, 0.5, 0.4], [0.5, 0.3, 0.2], C.SUPPORTED),
+        ([0.5, 0.5, 0.5], [0.3, 0.3, 0.3], C.NOT_SUPPORTED),
+        ([0.5, 0.7, 0.8], [0.3, 0.5, 0.6], C.NOT_SUPPORTED),  # h-detach slows training
+        ([0.5, 0.3, 0.8], [0.3, 0.2, 0.6], C.NUANCED),
+        ([1.0, 0.9, 0.8], [1.0, 0.95, 0.92], C.INCONCLUSIVE),  # nothing learned
+    ],
+)
+def test_hdetach_verdict(medians, final, expected):
+    assert HD.verdict(_scores(medians), final) == expected
+
+
+def test_hdetach_verdict_rejects_mismatched_inputs():
+    with pytest.raises(ValueError, match="p = 0"):
+        HD.verdict(_scores([0.5, 0.4]), [0.3])
+
+
+# ------------------------------------------------------------------ paths_training
+
+
+@pytest.mark.parametrize(
+    "lr_lstm, lr_rnn, hw1, hw0, expected",
+    [
+        (0.5, 0.01, 0.8, 0.4, C.SUPPORTED),
+        (0.5, 0.01, 0.4, 0.4, C.NUANCED),
+        (0.01, 0.5, 0.4, 0.8, C.NOT_SUPPORTED),
+        (np.nan, 0.5, 0.4, 0.8, C.INCONCLUSIVE),  # never probed
+    ],
+)
+def test_paths_training_verdict(lr_lstm, lr_rnn, hw1, hw0, expected):
+    assert PT.verdict(*_scores([lr_lstm, lr_rnn, hw1, hw0])) == expected
+
+
+# ------------------------------------------------------------------ end to end
+
+
+@pytest.fixture(scope="module")
+def quick_out(tmp_path_factory):
+    return tmp_path_factory.mktemp("quick")
+
+
+@pytest.mark.parametrize("module", [FT, PT, SEL, HD], ids=lambda m: m.NAME)
+def test_module_runs_end_to_end_at_quick_scale(module, quick_out):
+    args = C.Args(scale="quick", out=quick_out)
+    o = module.run(args)
+    assert o.claim == module.CLAIM and o.name == module.NAME and o.verdict in C.VERDICTS
+    d = quick_out / module.NAME
+    r = json.loads((d / "results.json").read_text())
+    assert r["verdict"] == o.verdict and r["scale"] == "quick"
+    assert (d / o.figure).stat().st_size > 0 and (d / "summary.md").exists()
+    for rep in o.reproductions:
+        assert rep.agrees in (True, False, None) and rep.measured
