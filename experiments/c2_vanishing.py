@@ -95,7 +95,20 @@ def make_batches(cell, key, n, n_i, n_b, n_t, dtype):
         r = jax.random.normal(kr, (cell.hidden_size,), dtype)
         return cell.init(kp, n_i, dtype), jax.random.normal(kx, (n_b, n_t, n_i), dtype), r / jnp.linalg.norm(r)
 
-    return jax.jit(jax.vmap(one))(jax.random.split(key, n))
+    return shard_seeds(jax.jit(jax.vmap(one))(jax.random.split(key, n)))
+
+
+def shard_seeds(tree):
+    """Splits the leading (seed) axis over the devices when there are several and it divides.
+
+    Later ``jit(vmap(...))`` calls on these arrays then run each device's seeds there.
+    """
+    devices = jax.devices()
+    n = {leaf.shape[0] for leaf in jax.tree.leaves(tree)}
+    if len(devices) < 2 or len(n) != 1 or n.pop() % len(devices):
+        return tree
+    mesh = jax.sharding.Mesh(np.asarray(devices), ("seeds",))
+    return jax.device_put(tree, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seeds")))
 
 
 def total_weights(t_list, n_t, dtype):
