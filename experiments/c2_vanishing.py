@@ -17,9 +17,12 @@ Criterion (CLAIMS.md), per g, thresholds fixed before the default run:
 (a) bounded: min over T of the median ‖g(T)‖ ≥ 0.5 × the median ‖g(T_min)‖;
 (b) exponential fall of the long-range share: the tail share's fitted rate ≤ -0.02 per
 step with r² ≥ 0.8 (D from 10 to where it reaches float underflow), and the d > 50
-share below the d ≤ 10 share. SUPPORTED if (a) and (b) hold at every g, NUANCED if at
-some, NOT SUPPORTED if at none. "After training" is not measured here (no trained
-tanh RNN in this experiment); see c9_irnn and the training experiments.
+share below the d ≤ 10 share. SUPPORTED if (a) and (b) hold at every g and after
+training, NUANCED if at some, NOT SUPPORTED if at none.
+
+After training (default and full scale; skipped at --quick): tanh RNNs (g = 1) trained
+with ``gradpaths.train`` on the adding task (Adam), then measured in the same way on
+adding-task inputs of length T_max, with r the trained readout direction.
 
 A near-linear reference (g = 0.5, inputs scaled by 0.1) checks the small-g theory:
 decay ≈ ln ρ(W) ≈ top Lyapunov exponent.
@@ -33,6 +36,8 @@ import numpy as np
 
 import gradpaths as gp
 from experiments import _common as C
+from gradpaths import tasks
+from gradpaths import train as gt
 from gradpaths.plots import norms
 
 CLAIM, NAME = "C2", "c2_vanishing"
@@ -124,6 +129,50 @@ def total_weights(t_list, n_t, dtype):
     return jnp.asarray(np.concatenate([last, mean]), dtype)
 
 
+def trained(args: C.Args, n_h, n_t, n_b, w_totals):
+    """Trains tanh RNNs on the adding task, then runs ``analyse`` on adding-task inputs.
+
+    Returns (analysis outputs [seed, ...], the trained W_h [seed, H, H], final task loss [seed]).
+    """
+    t_train, steps = args.pick((20, 40), (50, 600), (100, 5000))
+    n_seeds = args.n_seeds(2, 4, 16)
+    cfg = gt.TrainConfig(task="adding", T=t_train, cell="rnn", hidden_size=n_h, steps=steps, segment=steps)
+    keys = jax.random.split(jax.random.key(21), n_seeds)
+    res = jax.jit(jax.vmap(gt.make_train(cfg)))(keys)
+    cell = gt.make_cell(cfg)
+    task = tasks.make("adding", n_t)
+
+    def one(p, readout, key):
+        r = readout["W"][:, 0] / jnp.linalg.norm(readout["W"][:, 0])
+        xs = task.sample(key, n_b).inputs.astype(p["W_x"].dtype)
+        return analyse(cell, p, xs, r, w_totals.astype(p["W_x"].dtype), burn_in=n_t // 8)
+
+    params = res.state.params
+    out = jax.jit(jax.vmap(one))(params["cell"], params["readout"], jax.random.split(jax.random.key(22), n_seeds))
+    return out, params["cell"]["W_h"], res.metrics.loss[:, -1]
+
+
+def row_stats(c: dict, rho, t_list, fl: float, n_t: int) -> dict:
+    """Medians over seeds of one configuration's measurements (``c``: arrays [seed, ...])."""
+    n_tot = len(t_list)
+    med_last = np.median(c["totals"][:, :n_tot], 0)
+    rate = np.asarray(gp.fit_decay_rate(c["g_d"], d_min=FIT_D[0], d_max=FIT_D[1], floor=fl).rate)
+    tail_fit = gp.fit_decay_rate(c["tail"], d_min=SHORT, d_max=n_t - 2, floor=fl)
+    return {
+        "total_last_vs_T": med_last,
+        "total_mean_vs_T": np.median(c["totals"][:, n_tot:], 0),
+        "total_ratio": float(med_last.min() / med_last[0]),
+        "short_share": float(np.median(c["short"])),
+        "long_share": float(np.median(c["long"])),
+        "tail_rate": float(np.median(np.asarray(tail_fit.rate))),
+        "tail_r2": float(np.median(np.asarray(tail_fit.r2))),
+        "decay_rate": float(np.median(rate)),
+        "decay_rate_iqr": np.percentile(rate, [25, 75]),
+        "log_rho": float(np.median(np.log(rho))),
+        "lyapunov": float(np.median(c["lyap"])),
+    }
+
+
 def holds(row: dict) -> bool:
     """The CLAIMS.md criterion at one g (see the module docstring)."""
     bounded = row["total_ratio"] >= BOUND_RATIO
@@ -159,40 +208,38 @@ def run(args: C.Args) -> C.Outcome:
     C.progress(f"  C2: {n_seeds} seeds x {len(configs)} configs, T={n_t}, H={n_h}, B={n_b}")
     per_config = jax.vmap(one, (None, None, None, 0, 0))
     out, w_h = jax.jit(jax.vmap(per_config, (0, 0, 0, None, None)))(params, xs, r, gains, in_scales)
-    out = jax.tree.map(np.asarray, out)  # [seed, config, row, ...]
     main = len(t_list) - 1  # the last-step loss at T_max
-    out = {
-        "totals": out["total"],
-        "lyap": out["lyap"],
-        **{k: out[k][:, :, main] for k in ("g_d", "tail", "short", "long")},
-    }
-    rho = np.abs(np.linalg.eigvals(np.asarray(w_h, np.float64))).max(-1)  # [seed, config]
-    fl = floor(dtype)
-    rate = np.asarray(gp.fit_decay_rate(out["g_d"], d_min=FIT_D[0], d_max=FIT_D[1], floor=fl).rate)
-    tail_fit = gp.fit_decay_rate(out["tail"], d_min=SHORT, d_max=n_t - 2, floor=fl)
 
-    n_tot = len(t_list)
-    rows = []
-    for j, (g, s_in) in enumerate(configs):
-        med_last = np.median(out["totals"][:, j, :n_tot], 0)
-        rows.append(
-            {
-                "g": g,
-                "input_scale": s_in,
-                "total_last_vs_T": med_last,
-                "total_mean_vs_T": np.median(out["totals"][:, j, n_tot:], 0),
-                "total_ratio": float(med_last.min() / med_last[0]),
-                "short_share": float(np.median(out["short"][:, j])),
-                "long_share": float(np.median(out["long"][:, j])),
-                "tail_rate": float(np.median(np.asarray(tail_fit.rate)[:, j])),
-                "tail_r2": float(np.median(np.asarray(tail_fit.r2)[:, j])),
-                "decay_rate": float(np.median(rate[:, j])),
-                "decay_rate_iqr": np.percentile(rate[:, j], [25, 75]),
-                "log_rho": float(np.median(np.log(rho[:, j]))),
-                "lyapunov": float(np.median(out["lyap"][:, j])),
-            }
+    def split(o):
+        o = jax.tree.map(lambda v: np.asarray(v, float), o)
+        return {
+            "totals": o["total"],
+            "lyap": o["lyap"],
+            **{k: o[k][..., main, :] for k in ("g_d", "tail")},
+            **{k: o[k][..., main] for k in ("short", "long")},
+        }
+
+    per = [jax.tree.map(lambda v, j=j: v[:, j], split(out)) for j in range(len(configs))]  # [config][key][seed, ...]
+    rhos = [np.abs(np.linalg.eigvals(np.asarray(w_h[:, j], np.float64))).max(-1) for j in range(len(configs))]
+    if not args.quick:  # training needs more steps than a quick run allows
+        C.progress("  C2: training tanh RNNs on the adding task (the after-training row)")
+        out_tr, w_tr, loss_tr = trained(args, n_h, n_t, n_b, w_totals)
+        per.append(split(out_tr))
+        rhos.append(np.abs(np.linalg.eigvals(np.asarray(w_tr, np.float64))).max(-1))
+        configs = [*configs, ("trained", 1.0)]
+    fl = floor(dtype)
+    rows = [row_stats(c, rho, t_list, fl, n_t) for c, rho in zip(per, rhos)]
+    for r, (g, s_in) in zip(rows, configs):
+        r.update(g=g, input_scale=s_in)
+    trained_note = "Not measured at --quick: trained networks."
+    if not args.quick:
+        rows[-1]["final_task_loss"] = float(np.median(np.asarray(loss_tr)))
+        trained_note = (
+            "The trained row: tanh RNNs (g=1) trained on the adding task (final task MSE "
+            f"{C.fmt(rows[-1]['final_task_loss'])}, baseline 1/6 ≈ 0.167), measured on adding-task inputs of "
+            f"length {n_t}."
         )
-    sweep = [r for r in rows if r["input_scale"] == 1.0]
+    sweep = [r for r in rows if r["input_scale"] == 1.0]  # the g sweep and the trained networks
     v = verdict(sweep)
     for r in rows:
         r["holds"] = holds(r)
@@ -203,7 +250,7 @@ def run(args: C.Args) -> C.Outcome:
         + ", ".join(f"{C.fmt(r['decay_rate'])} (g={r['g']})" for r in sweep)
         + f"; criterion holds at g ∈ {{{', '.join(str(r['g']) for r in sweep if r['holds']) or 'none'}}}"
     )
-    lin = rows[-1]
+    lin = next(r for r in rows if r["input_scale"] != 1.0)
     typ = next(r for r in sweep if r["g"] == NEAR_LINEAR[0])
     reps = tuple(
         C.Reproduction(
@@ -224,25 +271,25 @@ def run(args: C.Args) -> C.Outcome:
     summary = (
         f"tanh RNN, H={n_h}, T={n_t}, batch {n_b}, {n_seeds} seeds (medians), {jnp.dtype(dtype).name}; "
         f"loss r·h_{{T-1}}. Criterion per g: ‖g‖ ratio ≥ {BOUND_RATIO}, tail-share rate ≤ {TAIL_RATE} "
-        f"with r² ≥ {TAIL_R2}, d>{LONG} share < d≤{SHORT} share. The last row (inputs ×0.1) is the "
-        "near-linear reference, not part of the verdict.\n\n"
+        f"with r² ≥ {TAIL_R2}, d>{LONG} share < d≤{SHORT} share. The row with inputs ×0.1 is the "
+        "near-linear reference, not part of the verdict. " + trained_note + "\n\n"
         f"| g | input scale | min‖g(T)‖/‖g(T={t_list[0]})‖ | share d≤{SHORT} | share d>{LONG} | tail-share rate | "
         "decay rate of ‖G_d‖ | ln ρ(W) | top Lyapunov | criterion |\n|---|---|---|---|---|---|---|---|---|---|\n"
         + table
         + "\n\nRates are nats per step. Under typical input drive the decay rate follows the top Lyapunov "
         "exponent (which includes the tanh' < 1 factors), not ln ρ(W); the gap between the two is the "
-        "mean log tanh' along the trajectory. Not measured: trained networks."
+        "mean log tanh' along the trajectory."
     )
     outcome = C.Outcome(CLAIM, NAME, v, headline, "c2_vanishing.png", reps)
-    fig = _figure(out, rows, t_list, n_t, fl)
+    fig = _figure(per, rows, t_list, n_t, fl)
     C.write_outputs(
         args,
         NAME,
         config={"T": n_t, "H": n_h, "B": n_b, "I": n_i, "T_list": t_list, "configs": configs, "fit_d": FIT_D},
         data={
             "rows": rows,
-            "median_g_d": {f"g={g},in={s}": np.median(out["g_d"][:, j], 0) for j, (g, s) in enumerate(configs)},
-            "median_tail": {f"g={g},in={s}": np.median(out["tail"][:, j], 0) for j, (g, s) in enumerate(configs)},
+            "median_g_d": {f"g={g},in={s}": np.median(c["g_d"], 0) for c, (g, s) in zip(per, configs)},
+            "median_tail": {f"g={g},in={s}": np.median(c["tail"], 0) for c, (g, s) in zip(per, configs)},
         },
         outcome=outcome,
         summary=summary,
@@ -265,27 +312,29 @@ def band(ax, x, y_SX, color, label, lw=1.6):
     ax.fill_between(x, lo, hi, color=color, alpha=0.2, lw=0)
 
 
-def _figure(out, rows, t_list, n_t, fl):
+def _figure(per, rows, t_list, n_t, fl):
     import matplotlib.pyplot as plt
     from matplotlib.ticker import LogLocator, NullFormatter, NullLocator, ScalarFormatter
 
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.0))
     d = np.arange(n_t)
-    for j, r in enumerate(rows):
-        lab = f"g={r['g']}" + ("" if r["input_scale"] == 1.0 else f", inputs ×{r['input_scale']}")
+    for j, (c, r) in enumerate(zip(per, rows)):
+        lab = f"g={r['g']}" if r["g"] != "trained" else "trained (adding)"
+        lab += "" if r["input_scale"] == 1.0 else f", inputs ×{r['input_scale']}"
         col, ls = f"C{j}", "-" if r["input_scale"] == 1.0 else ":"
-        band(axes[0], d, np.where(out["g_d"][:, j] > fl, out["g_d"][:, j], np.nan), col, lab)
+        g_d = c["g_d"]
+        band(axes[0], d, np.where(g_d > fl, g_d, np.nan), col, lab)
         axes[0].lines[-1].set_linestyle(ls)
-        seen = np.all(out["g_d"][:, j] > fl, 0)
+        seen = np.all(g_d > fl, 0)
         fit_d = np.arange(FIT_D[0], min(FIT_D[1], n_t - 1) + 1)
         fit_d = fit_d[seen[fit_d]]
         if fit_d.size:
-            y0 = np.median(out["g_d"][:, j, fit_d[0]])
+            y0 = np.median(g_d[:, fit_d[0]])
             axes[0].plot(fit_d, y0 * np.exp(r["lyapunov"] * (fit_d - fit_d[0])), color=col, lw=0.8, ls="--")
         if r["input_scale"] == 1.0:
-            band(axes[1], np.asarray(t_list), out["totals"][:, j, : len(t_list)], col, lab)
+            band(axes[1], np.asarray(t_list), c["totals"][:, : len(t_list)], col, lab)
             axes[1].plot(t_list, r["total_mean_vs_T"], color=col, ls=":", marker=".", lw=1)
-            band(axes[2], d, np.where(out["tail"][:, j] > fl, out["tail"][:, j], np.nan), col, lab)
+            band(axes[2], d, np.where(c["tail"] > fl, c["tail"], np.nan), col, lab)
     axes[0].set_yscale("log")
     axes[0].set_xlabel("distance d (steps)")
     axes[0].set_ylabel("‖G_d‖ (median, 25–75 % band)")
@@ -312,6 +361,7 @@ def _figure(out, rows, t_list, n_t, fl):
         f"{C.fmt(ref['total_ratio'])} at g=1) while the d>{LONG} share is {C.fmt(ref['long_share'])}; holds at g ∈ "
         f"{{{', '.join(str(r['g']) for r in rows if r['holds'] and r['input_scale'] == 1.0) or 'none'}}}"
     )
+    axes[0].legend(fontsize=7)
     fig.tight_layout()
     return fig
 

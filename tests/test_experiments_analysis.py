@@ -162,6 +162,14 @@ def test_step_hop_table_equals_by_distance_hops_float64():
     assert np.abs(flat[5:, 1:]).max() > 0  # long range reaches the hop classes: the test is not vacuous
 
 
+def test_c2_trained_row_runs_and_is_finite():
+    w = c2_vanishing.total_weights((10, 20), 20, jnp.float32)
+    out, w_h, loss = c2_vanishing.trained(C.Args(scale="quick", seeds=2), 8, 20, 2, w)
+    assert w_h.shape == (2, 8, 8) and loss.shape == (2,)
+    assert out["g_d"].shape == (2, 4, 20) and np.all(np.isfinite(out["total"]))
+    assert np.all(np.isfinite(loss))
+
+
 @pytest.fixture(scope="module")
 def out_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("results")
