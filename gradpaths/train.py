@@ -151,7 +151,12 @@ def make_cell(config: TrainConfig) -> cells.Cell:
 
 
 class TrainState(NamedTuple):
-    """params: {"cell": θ, "readout": {"W": [H, O], "b": [O]}}; diverged_at: -1 or the step."""
+    """params: {"cell": θ, "readout": {"W": [H, O], "b": [O]}}; diverged_at: -1 or the step.
+
+    h_detach: the h-detach probability p the steps use (``config.h_detach`` at init; a
+    state may carry another p, e.g. one per seed under vmap, when ``config.h_detach > 0``
+    compiled the masking in).
+    """
 
     params: Any
     opt_state: Any
@@ -159,6 +164,7 @@ class TrainState(NamedTuple):
     probe_key: jax.Array
     step: jax.Array
     diverged_at: jax.Array
+    h_detach: jax.Array | float = 0.0
 
 
 class Metrics(NamedTuple):
@@ -192,8 +198,8 @@ class Trainer(NamedTuple):
     """Pure functions for one seed.
 
     init(key) -> TrainState; run_segment(state) -> (state, Metrics); train(key) ->
-    TrainResult; loss_and_grad(params, batch, key) -> ((loss, accuracy), grads), the
-    gradient one step uses (key draws the h-detach mask); probe(state) -> (highway
+    TrainResult; loss_and_grad(params, batch, key, h_detach=config.h_detach) -> ((loss,
+    accuracy), grads), the gradient one step uses (key draws the h-detach mask); probe(state) -> (highway
     share, long-range share, valid) on the state's probe batch.
     """
 
@@ -247,19 +253,20 @@ def _make_trainer(config: TrainConfig) -> Trainer:
         w = jax.random.normal(k_out, (n_h * n_o,), dtype).reshape(n_h, n_o)  # flat: see tasks._uniforms
         readout = {"W": w / jnp.sqrt(n_h).astype(dtype), "b": jnp.zeros((n_o,), dtype)}
         params = {"cell": cell.init(k_cell, task.input_size, dtype), "readout": readout}
-        return TrainState(params, opt.init(params), k_train, k_probe, jnp.int32(0), jnp.int32(-1))
+        p = jnp.asarray(config.h_detach, jnp.result_type(float))  # the dtype bernoulli gives a float
+        return TrainState(params, opt.init(params), k_train, k_probe, jnp.int32(0), jnp.int32(-1), p)
 
-    def loss_and_grad(params, batch, key):
+    def loss_and_grad(params, batch, key, h_detach=config.h_detach):
         scales = None
         if config.h_detach:
-            keep = jax.random.bernoulli(key, 1.0 - config.h_detach, (n_t,))
+            keep = jax.random.bernoulli(key, 1.0 - h_detach, (n_t,))
             scales = {"gates": keep.astype(dtype)}
         return jax.value_and_grad(loss_fn, has_aux=True)(params, batch, scales)
 
     def train_step(state, _):
         key, k_data, k_mask = jax.random.split(state.key, 3)
         batch = task.sample(k_data, config.batch_size)
-        (loss, acc), grads = loss_and_grad(state.params, batch, k_mask)
+        (loss, acc), grads = loss_and_grad(state.params, batch, k_mask, state.h_detach)
         finite = jnp.isfinite(loss)
         for g in jax.tree.leaves(grads):
             finite = finite & jnp.all(jnp.isfinite(g))
@@ -275,6 +282,7 @@ def _make_trainer(config: TrainConfig) -> Trainer:
             state.probe_key,
             state.step + 1,
             diverged_at,
+            state.h_detach,
         )
         gnorm = _global_norm(grads)
         clipped = gnorm > config.clip_norm if config.clip_norm is not None else jnp.zeros((), bool)

@@ -191,3 +191,15 @@ def test_bad_configs_raise(kwargs, error, match):
 def test_make_trainer_rejects_non_config():
     with pytest.raises(TypeError, match="TrainConfig"):
         train.make_trainer({"task": "adding"})
+
+
+def test_h_detach_carried_in_the_state_equals_the_config_value():
+    """One compiled trainer (config p > 0) runs any p from its state, bit for bit."""
+    runner = train.make_seeds(dataclasses.replace(SMALL, h_detach=0.5))
+    for p in (0.25, 0.0):
+        states = runner.init(KEYS3)
+        got, _ = runner.run_segment(states._replace(h_detach=jnp.full_like(states.h_detach, p)))
+        ref_runner = train.make_seeds(dataclasses.replace(SMALL, h_detach=p))
+        want, _ = ref_runner.run_segment(ref_runner.init(KEYS3))
+        for x, y in zip(jax.tree.leaves(got.params), jax.tree.leaves(want.params)):
+            np.testing.assert_array_equal(x, y)
