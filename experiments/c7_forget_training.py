@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -110,12 +111,12 @@ def start_from_bias(trainer: gt.Trainer):
     return init
 
 
-def train_from_biases(cfg: gt.TrainConfig, keys: jax.Array, b_RG: jax.Array) -> dict[str, np.ndarray]:
-    """Trains runs r with keys[r] and initial cell bias b_RG[r], all in one vmapped call per segment.
+def train_runs(cfg: gt.TrainConfig, init, keys: jax.Array, *per_run) -> dict[str, np.ndarray]:
+    """Trains runs r from ``init(keys[r], *(a[r] for a in per_run))``, one vmapped call per segment.
 
     Returns each ``Metrics`` field as an array [R, segments].
     """
-    states = gt.over_seeds(start_from_bias(gt.make_trainer(cfg)))(keys, b_RG)
+    states = gt.over_seeds(init)(keys, *per_run)
     run_segment = gt.make_seeds(cfg).run_segment
     segments = []
     for _ in range(cfg.steps // cfg.segment):
@@ -124,21 +125,30 @@ def train_from_biases(cfg: gt.TrainConfig, keys: jax.Array, b_RG: jax.Array) -> 
     return {f: np.stack([np.asarray(getattr(m, f)) for m in segments], axis=1) for f in gt.Metrics._fields}
 
 
+def seed_keys(seeds: int, repeats: int) -> jax.Array:
+    """The same ``seeds`` keys for each of ``repeats`` settings: [repeats · seeds]."""
+    keys = jax.random.split(jax.random.key(0), seeds)
+    return jax.random.wrap_key_data(jnp.tile(jax.random.key_data(keys), (repeats, 1)))
+
+
+def sweep_path(args: C.Args, name: str, cfg: gt.TrainConfig, *extra) -> Path:
+    """points/sweep-<hash of the config and extra>.json under the experiment's folder."""
+    tag = json.dumps([dataclasses.asdict(cfg), *extra], sort_keys=True)
+    return args.dir(name) / "points" / f"sweep-{hashlib.sha256(tag.encode()).hexdigest()[:12]}.json"
+
+
 def sweep(args: C.Args) -> dict:
     """The bias sweep: {"config", "steps" [K], setting: {Metrics field: [seeds][K]}}, cached on disk."""
     sz = sizes(args)
     cfg = config(sz, args)
-    tag = json.dumps([dataclasses.asdict(cfg), SETTINGS, sz["seeds"], CHRONO_SEED], sort_keys=True)
-    path = args.dir(NAME) / "points" / f"sweep-{hashlib.sha256(tag.encode()).hexdigest()[:12]}.json"
+    path = sweep_path(args, NAME, cfg, SETTINGS, sz["seeds"], CHRONO_SEED)
 
     def compute():
         seeds = sz["seeds"]
         dtype = gt.DTYPES[cfg.dtype]
         b = jnp.concatenate([bias_vectors(s, sz["H"], sz["T"], seeds, dtype) for s in SETTINGS])
-        keys = jax.random.split(jax.random.key(0), seeds)
-        keys = jax.random.wrap_key_data(jnp.tile(jax.random.key_data(keys), (len(SETTINGS), 1)))
         C.progress(f"{NAME}: training {len(SETTINGS)} settings × {seeds} seeds, {cfg.steps} steps")
-        m = train_from_biases(cfg, keys, b)
+        m = train_runs(cfg, start_from_bias(gt.make_trainer(cfg)), seed_keys(seeds, len(SETTINGS)), b)
         out = {"config": dataclasses.asdict(cfg), "steps": m["step"][0]}
         for i, s in enumerate(SETTINGS):
             out[s] = {f: v[i * seeds : (i + 1) * seeds] for f, v in m.items()}

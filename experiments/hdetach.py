@@ -3,9 +3,10 @@
 Setting: an LSTM (b_f = 1, Gaussian W_h, Adam) on the copy task (10 symbols, lag T),
 trained with h-detach probability p ∈ {0, 0.25, 0.5}: at each step t of each training
 step the gradient through the ``gates`` edge is multiplied by α_t ~ Bernoulli(1 - p),
-the forward pass unchanged (``TrainConfig.h_detach``). Same seeds (same initial
-weights and batches) for every p. One sweep point per p (experiments/sweep.py: cached,
-resumable).
+the forward pass unchanged. Same seeds (same initial weights and batches) for every p.
+All p × seeds run as one vmapped computation of one compiled trainer (config p = max p,
+each run's p carried in ``TrainState.h_detach``: bit-identical to a per-p config,
+tested in tests/test_train.py), cached on disk under ``points/``.
 
 Measured per run: the loss curve ℓ_k / baseline (baseline 10 ln 8 / (T + 20)), the score
 A = mean_k ℓ_k / baseline (the normalised area under the loss curve: lower trains
@@ -20,12 +21,11 @@ and some worse; NOT SUPPORTED if none is clearly better.
 
 from __future__ import annotations
 
-import dataclasses
-
+import jax.numpy as jnp
 import numpy as np
 
 from experiments import _common as C
-from experiments import sweep as S
+from experiments import c7_forget_training as FT
 from experiments.c7_forget_training import clearly_better
 from gradpaths import train as gt
 
@@ -40,8 +40,9 @@ def sizes(args: C.Args) -> dict:
     return {"T": n_t, "H": n_h, "B": n_b, "steps": steps, "segment": seg, "lr": 1e-2, "seeds": args.n_seeds(2, 4, 16)}
 
 
-def points(sz: dict, args: C.Args) -> dict[str, gt.TrainConfig]:
-    base = gt.TrainConfig(
+def config(sz: dict, args: C.Args) -> gt.TrainConfig:
+    """The trainer of every run: masking compiled in (p = max PS); each run sets its own p."""
+    return gt.TrainConfig(
         task="copy",
         T=sz["T"],
         cell="lstm",
@@ -52,10 +53,28 @@ def points(sz: dict, args: C.Args) -> dict[str, gt.TrainConfig]:
         steps=sz["steps"],
         segment=sz["segment"],
         lr=sz["lr"],
+        h_detach=max(PS),
         dtype="float64" if args.float64 else "float32",
     )
-    ps = args.pick(PS[::2], PS, PS)  # quick: two points, to compile less
-    return {f"p={p:g}": dataclasses.replace(base, h_detach=p) for p in ps}
+
+
+def sweep(args: C.Args, sz: dict) -> dict:
+    """{"steps" [K], "p=x": {Metrics field: [seeds][K]}}, cached on disk."""
+    cfg = config(sz, args)
+    seeds = sz["seeds"]
+
+    def compute():
+        trainer = gt.make_trainer(cfg)
+        init = lambda key, p: trainer.init(key)._replace(h_detach=p)
+        p_R = jnp.repeat(jnp.asarray(PS, jnp.result_type(float)), seeds)
+        C.progress(f"{NAME}: training {len(PS)} values of p × {seeds} seeds, {cfg.steps} steps")
+        m = FT.train_runs(cfg, init, FT.seed_keys(seeds, len(PS)), p_R)
+        out = {"steps": m["step"][0]}
+        for i, p in enumerate(PS):
+            out[f"p={p:g}"] = {f: v[i * seeds : (i + 1) * seeds] for f, v in m.items()}
+        return out
+
+    return C.cached(FT.sweep_path(args, NAME, cfg, PS, seeds), compute)
 
 
 def verdict(scores: list, final_rel: list[float]) -> str:
@@ -74,15 +93,15 @@ def verdict(scores: list, final_rel: list[float]) -> str:
 
 def run(args: C.Args) -> C.Outcome:
     sz = sizes(args)
-    pts = points(sz, args)
-    recs = S.run(pts, args.dir(NAME) / "points", seeds=sz["seeds"], progress=not args.quick)
-    base = float(recs["p=0"]["final"]["baseline"][0])
-    loss = {k: np.array(r["metrics"]["loss"], dtype=float) / base for k, r in recs.items()}  # [seeds, segments]
-    acc = {k: np.array(r["final"]["accuracy"], dtype=float) for k, r in recs.items()}
-    steps = np.array(recs["p=0"]["metrics"]["step"][0], dtype=float)
+    res = sweep(args, sz)
+    names = [f"p={p:g}" for p in PS]
+    base = float(FT.curves(res, names[0], "baseline")[0, 0])
+    loss = {k: FT.curves(res, k) / base for k in names}  # [seeds, segments]
+    acc = {k: FT.curves(res, k, "accuracy")[:, -1] for k in names}
+    diverged = {k: int(np.asarray(res[k]["diverged"], bool)[:, -1].sum()) for k in names}
+    steps = np.asarray(res["steps"], float)
     score = {k: np.nanmean(v, axis=1) for k, v in loss.items()}
     final = {k: float(np.nanmedian(v[:, -1])) for k, v in loss.items()}
-    names = list(pts)
     v = verdict([score[k] for k in names], [final[k] for k in names])
     med = {k: float(np.median(score[k])) for k in names}
     headline = (
@@ -108,7 +127,7 @@ def run(args: C.Args) -> C.Outcome:
     rows = "\n".join(
         f"| {k} | {C.fmt(med[k])} | {C.fmt(float(np.percentile(score[k], 25)))}–"
         f"{C.fmt(float(np.percentile(score[k], 75)))} | {C.fmt(final[k])} | {C.fmt(float(np.nanmedian(acc[k])))} | "
-        f"{sum(d is not None for d in recs[k]['diverged'])} |"
+        f"{diverged[k]} |"
         for k in names
     )
     summary = (
