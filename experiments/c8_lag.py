@@ -398,7 +398,7 @@ def _figure(grids, succ, med, sz):
         + "; ".join(
             f"{t} T={list(grids[t])[i]}: "
             + ", ".join(f"{c} {succ[t][c][i]:.0%}" for c in sz["cells"])
-            + f" (rnn median r={C.fmt(med[t]['rnn'][i], 2)})"
+            + f" (rnn median r={C.fmt(med[t]['rnn'][i])})"
             for t, i in best.items()
         ),
         fontsize=10,

@@ -146,7 +146,7 @@ def _figure(runs, stats, T, v):
     fig.suptitle(
         f"C9 ({v}), adding T={T}: the IRNN solves {stats[irnn]['success']:.0%} of seeds (median MSE "
         f"{C.fmt(stats[irnn]['median'] / 6)}); the tanh RNN "
-        + ", ".join(f"{k[4:-1]}: {stats[k]['success']:.0%} (median MSE {C.fmt(stats[k]['median'] / 6)})" for k in tanh)
+        + ", ".join(f"{k[5:-1]}: {stats[k]['success']:.0%} (median MSE {C.fmt(stats[k]['median'] / 6)})" for k in tanh)
     )
     fig.tight_layout()
     return fig

@@ -144,7 +144,7 @@ def test_quick_runs_write_outputs_and_share_points(tmp_path):
     (tmp_path / "c6_explosion").mkdir()
     fake = {
         "scale": "quick",
-        "config": {"T": 30, "H": 8, "gains": [1.0, 3.0], "threshold": 1e3},
+        "config": {"T": 30, "H": 8, "gains": [1.0, 4.0], "threshold": 1e3},
         "data": {"fraction": {"rnn": [0.0, 1.0], "lstm": [0.0, 0.5], "gru": [0.0, 0.5]}},
     }
     (tmp_path / "c6_explosion" / "results.json").write_text(json.dumps(fake))
