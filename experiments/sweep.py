@@ -87,7 +87,7 @@ def write_json_atomic(path: Path, record: Mapping[str, Any]) -> None:
 
 
 def run_point(
-    config: gt.TrainConfig, seeds: int, base_seed: int, on_segment: Callable[[int], None], per_device: str = "vmap"
+    config: gt.TrainConfig, seeds: int, base_seed: int, on_segment: Callable[[int], None], per_device: str | None = None
 ) -> dict:
     """Trains ``seeds`` seeds of ``config`` segment by segment; returns the record (without name)."""
     runner = gt.make_seeds(config, per_device=per_device)
@@ -120,7 +120,7 @@ def run(
     seeds: int = 4,
     base_seed: int = 0,
     progress: bool = True,
-    per_device: str = "vmap",
+    per_device: str | None = None,
 ) -> dict[str, dict]:
     """Runs every point not already on disk under ``out``; returns all records by name.
 
@@ -129,7 +129,8 @@ def run(
       out: folder for ``<name>.json`` (created if missing).
       seeds: seeds per point, run together. base_seed: seed i uses split(key(base_seed))[i].
       progress: show a tqdm bar over the training steps of the points still to run.
-      per_device: how each device runs its seeds, "vmap" or "map" (``train.over_seeds``).
+      per_device: how each device runs its seeds: "vmap", "map", or None for the
+        platform's default (``train.over_seeds``).
     """
     if not isinstance(points, Mapping):
         points = {point_name(c): c for c in points}

@@ -110,12 +110,12 @@ def test_h_detach_blocks_the_gates_edge_float64(p):
 
 
 def test_forced_divergence_is_recorded_not_raised():
-    out = train.make_seeds(DIVERGING, per_device="map").train(KEYS3)
+    out = train.make_seeds(DIVERGING, per_device="vmap").train(KEYS3)
     at = np.asarray(out.state.diverged_at)
     assert (at >= 0).all() and (at < DIVERGING.steps).all()
     assert bool(out.metrics.diverged[:, -1].all())
-    vmapped = jax.jit(jax.vmap(train.make_train(DIVERGING)))(KEYS3)
-    np.testing.assert_array_equal(vmapped.state.diverged_at, at)
+    mapped = jax.jit(lambda k: jax.lax.map(train.make_train(DIVERGING), k))(KEYS3)
+    np.testing.assert_array_equal(mapped.state.diverged_at, at)
 
 
 def test_a_diverged_seed_freezes_while_the_others_go_on():
@@ -139,14 +139,16 @@ _SHARDED = textwrap.dedent(
     jax.config.update("jax_enable_x64", {x64})
     from gradpaths import train
     config = train.TrainConfig(**json.loads(sys.argv[1]))
-    out = train.make_seeds(config).train(jax.random.split(jax.random.key(0), 3))
-    print(json.dumps({{"devices": jax.device_count(), "loss": out.metrics.loss.tolist()}}))
+    keys = jax.random.split(jax.random.key(0), 3)
+    loss = {{m: train.make_seeds(config, per_device=m).train(keys).metrics.loss.tolist() for m in ("map", "vmap")}}
+    print(json.dumps({{"devices": jax.device_count(), "loss": loss}}))
     """
 )
 
 
 def test_sharded_train_matches_the_host_segment_loop():
-    """train() over 3 seeds sharded on 2 host devices (padded to 4) equals init + run_segment on 1."""
+    """train() over 3 seeds sharded on 2 host devices (padded to 4; lax.map or vmap on each)
+    equals init + run_segment on 1 device."""
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
     code = _SHARDED.format(x64=jax.config.jax_enable_x64)
     proc = subprocess.run(
@@ -163,7 +165,8 @@ def test_sharded_train_matches_the_host_segment_loop():
     states = runner.init(KEYS3)
     for i in range(SMALL.steps // SMALL.segment):
         states, m = runner.run_segment(states)
-        np.testing.assert_allclose(m.loss, np.asarray(got["loss"])[:, i], rtol=1e-5)
+        for per_device in ("map", "vmap"):
+            np.testing.assert_allclose(m.loss, np.asarray(got["loss"][per_device])[:, i], rtol=1e-5)
 
 
 @pytest.mark.parametrize(
