@@ -114,6 +114,8 @@ class TrainConfig:
             raise ValueError(f"chrono initialisation is for cell='lstm', got cell={self.cell!r}")
         if self.activation != "tanh" and self.cell != "rnn":
             raise ValueError(f"activation is an option of cell='rnn', got cell={self.cell!r}")
+        if (not self.forget_gate and self.cell != "lstm") or (self.recurrent_init and self.cell == "irnn"):
+            raise ValueError(f"forget_gate is an lstm option and irnn fixes recurrent_init; got cell={self.cell!r}")
         if self.dtype == "float64" and not jax.config.jax_enable_x64:
             raise ValueError("dtype='float64' needs jax_enable_x64")
 
