@@ -62,10 +62,9 @@ def verdict(rnn_frac: list[float], lstm_frac: list[float]) -> str:
 
 
 def run(args: C.Args) -> C.Outcome:
-    n_t, n_h, n_b = args.pick((30, 8, 2), (100, 32, 4), (500, 128, 8))
-    gains = args.pick(
-        (1.0, 4.0, 8.0, 16.0), (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0), (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
-    )
+    n_t, n_h, n_b = args.pick((40, 16, 2), (100, 32, 4), (500, 128, 8))
+    grid = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0)
+    gains = args.pick((1.0, 4.0, 8.0, 16.0), grid, grid)
     n_seeds = args.n_seeds(8, 64, 512)
     n_i, dtype = 4, args.dtype
     g_arr = jnp.asarray(gains, dtype)
