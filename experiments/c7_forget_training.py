@@ -90,7 +90,7 @@ def bias_vectors(setting: str, n_h: int, n_t: int, seeds: int, dtype) -> jax.Arr
     if setting == "chrono":
         cell = gp.lstm(n_h, chrono=n_t)
         keys = jax.random.split(jax.random.key(CHRONO_SEED), seeds)
-        return jnp.stack([cell.init_bias(k, dtype) for k in keys])
+        return jax.jit(jax.vmap(lambda k: cell.init_bias(k, dtype)))(keys)
     if not setting.startswith("b_f="):
         raise ValueError(f"setting must be 'b_f=<number>' or 'chrono', got {setting!r}")
     b = gp.lstm(n_h, forget_bias=float(setting[4:])).init_bias(None, dtype)

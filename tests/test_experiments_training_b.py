@@ -83,8 +83,8 @@ def test_start_from_bias_equals_the_trainer_of_that_bias():
     cfg2 = dataclasses.replace(cfg0, forget_bias=2.0)
     key = jax.random.key(3)
     b = FT.bias_vectors("b_f=2", 3, 4, 1, jnp.float32)[0]
-    mine = FT.start_from_bias(gt.make_trainer(cfg0))(key, b)
-    ref = gt.make_trainer(cfg2).init(key)
+    mine = jax.jit(FT.start_from_bias(gt.make_trainer(cfg0)))(key, b)
+    ref = jax.jit(gt.make_trainer(cfg2).init)(key)
     for x, y in zip(jax.tree.leaves((mine.params, mine.opt_state)), jax.tree.leaves((ref.params, ref.opt_state))):
         np.testing.assert_array_equal(x, y)
 
@@ -113,21 +113,23 @@ def test_selective_verdict_rejects_nan():
 @pytest.fixture(scope="module")
 def selective_setup():
     task = tasks.make("selective", 8)
-    cell = gp.lstm(4, recurrent_init="gaussian")
-    p = cell.init(jax.random.key(0), tasks.SELECTIVE_VOCAB, jnp.float64)
+    cell = gp.lstm(4, recurrent_init="gaussian", forget_bias=0.0)
+    shapes = cell.param_shapes(tasks.SELECTIVE_VOCAB)
+    p = {k: jnp.asarray(RNG.normal(size=s) / np.sqrt(s[0])) for k, s in shapes.items()}
     ro = {"W": jnp.asarray(RNG.normal(size=(4, 2))), "b": jnp.zeros(2)}
-    batch = task.sample(jax.random.key(1), 16)
-    return task, cell, p, ro, batch
+    batch = jax.jit(task.sample, static_argnums=1)(jax.random.key(1), 16)
+    jitted = jax.jit(SEL.analyse, static_argnums=(0, 2))
+    analyse = lambda q: jitted(cell, q, task, batch.inputs.astype(jnp.float64), batch)
+    return cell, p, ro, analyse
 
 
 @pytest.mark.parametrize("push, cut", [(-30.0, True), (30.0, False)])
 def test_selective_measures_a_forget_gate_wired_to_but(selective_setup, push, cut):
     """W_x's "but" row drives f to 0 (cut) or 1 (kept) at "but": the measures must follow."""
-    task, cell, p, ro, batch = selective_setup
+    cell, p, ro, analyse = selective_setup
     n_h = cell.hidden_size
     w_x = p["W_x"].at[tasks.BUT, n_h : 2 * n_h].set(push)
-    params = {"cell": {**p, "W_x": w_x}, "readout": ro}
-    m = jax.jit(lambda q: SEL.analyse(cell, q, task, batch.inputs.astype(jnp.float64), batch))(params)
+    m = analyse({"cell": {**p, "W_x": w_x}, "readout": ro})
     if cut:
         assert float(m["f_but"]) < 1e-6 and float(m["block"]) < 1e-6
     else:
