@@ -17,7 +17,8 @@ Per run the shares are averaged over the probes of training. Verdict (set before
 run), with "clearly" meaning beyond the seed spread (c7_forget_training.clearly_better):
 (a) the LSTM (b_f = 1) keeps a clearly larger long-range share than the RNN; (b) b_f = 1
 keeps a clearly larger highway share than b_f = 0. SUPPORTED if both, NOT SUPPORTED if
-neither, NUANCED if one. INCONCLUSIVE if a share is missing (no probes).
+neither, NUANCED if one. INCONCLUSIVE if a share is missing (no probes) or the LSTM
+(b_f = 1) did not learn (median final loss > LEARNED × baseline: no training to follow).
 """
 
 from __future__ import annotations
@@ -31,12 +32,14 @@ from experiments import sweep as S
 CLAIM, NAME = "", "paths_training"
 TITLE = "Gradient paths during training: highway and long-range shares, LSTM against RNN"
 RUNS = ("b_f=0", "b_f=1", "rnn")
+LEARNED = 0.5
 
 
-def verdict(lr_lstm, lr_rnn, hw_b1, hw_b0) -> str:
-    """Per-seed time-averaged shares: long-range (LSTM b_f=1, RNN) and highway (b_f=1, b_f=0)."""
+def verdict(lr_lstm, lr_rnn, hw_b1, hw_b0, final_rel: float) -> str:
+    """Per-seed time-averaged shares: long-range (LSTM b_f=1, RNN) and highway (b_f=1, b_f=0);
+    final_rel: the LSTM's (b_f=1) median final loss / baseline."""
     arrays = [np.asarray(x, float) for x in (lr_lstm, lr_rnn, hw_b1, hw_b0)]
-    if any(a.size == 0 or not np.all(np.isfinite(a)) for a in arrays):
+    if any(a.size == 0 or not np.all(np.isfinite(a)) for a in arrays) or not final_rel <= LEARNED:
         return C.INCONCLUSIVE
     a = FT.clearly_better(-arrays[0], -arrays[1])
     b = FT.clearly_better(-arrays[2], -arrays[3])
@@ -57,6 +60,7 @@ def run(args: C.Args) -> C.Outcome:
         mean["rnn"]["long_range_share"],
         mean["b_f=1"]["highway_share"],
         mean["b_f=0"]["highway_share"],
+        float(np.nanmedian(data["b_f=1"]["loss"][:, -1])) * 6.0,
     )
     med = {s: {f: float(np.median(mean[s][f])) for f in mean[s]} for s in RUNS}
     first_last = {
@@ -64,11 +68,14 @@ def run(args: C.Args) -> C.Outcome:
         for s in RUNS
     }
     d0 = sz["long_range"]
+    lstm_final = first_last["b_f=1"]["loss"][1] * 6.0
     headline = (
         f"adding T={sz['T']}, mean over training: long-range (d>{d0}) share LSTM b_f=1 "
         f"{C.fmt(med['b_f=1']['long_range_share'])} vs RNN {C.fmt(med['rnn']['long_range_share'])}; "
         f"highway share b_f=1 {C.fmt(med['b_f=1']['highway_share'])} vs b_f=0 {C.fmt(med['b_f=0']['highway_share'])}"
     )
+    if v == C.INCONCLUSIVE:
+        headline = f"the LSTM did not learn (final loss/baseline {C.fmt(lstm_final)} > {LEARNED}); " + headline
     rows = "\n".join(
         f"| {s} | {C.fmt(med[s]['highway_share'])} | {C.fmt(first_last[s]['highway_share'][0])} → "
         f"{C.fmt(first_last[s]['highway_share'][1])} | {C.fmt(med[s]['long_range_share'])} | "

@@ -164,16 +164,17 @@ def test_hdetach_verdict_rejects_mismatched_inputs():
 
 
 @pytest.mark.parametrize(
-    "lr_lstm, lr_rnn, hw1, hw0, expected",
+    "lr_lstm, lr_rnn, hw1, hw0, final, expected",
     [
-        (0.5, 0.01, 0.8, 0.4, C.SUPPORTED),
-        (0.5, 0.01, 0.4, 0.4, C.NUANCED),
-        (0.01, 0.5, 0.4, 0.8, C.NOT_SUPPORTED),
-        (np.nan, 0.5, 0.4, 0.8, C.INCONCLUSIVE),  # never probed
+        (0.5, 0.01, 0.8, 0.4, 0.1, C.SUPPORTED),
+        (0.5, 0.01, 0.4, 0.4, 0.1, C.NUANCED),
+        (0.01, 0.5, 0.4, 0.8, 0.1, C.NOT_SUPPORTED),
+        (np.nan, 0.5, 0.4, 0.8, 0.1, C.INCONCLUSIVE),  # never probed
+        (0.5, 0.01, 0.8, 0.4, 0.9, C.INCONCLUSIVE),  # the LSTM did not learn
     ],
 )
-def test_paths_training_verdict(lr_lstm, lr_rnn, hw1, hw0, expected):
-    assert PT.verdict(*_scores([lr_lstm, lr_rnn, hw1, hw0])) == expected
+def test_paths_training_verdict(lr_lstm, lr_rnn, hw1, hw0, final, expected):
+    assert PT.verdict(*_scores([lr_lstm, lr_rnn, hw1, hw0]), final) == expected
 
 
 # ------------------------------------------------------------------ end to end
