@@ -53,7 +53,7 @@ def sizes(args: C.Args) -> dict:
         "steps": args.pick(20, 200, 1000),
         "segment": args.pick(10, 50, 100),
         "gains": args.pick((4.0,), (1.0, 2.0, 3.0), (1.0, 1.5, 2.0, 3.0, 4.0)),  # scales c6_explosion also runs
-        "seeds": args.n_seeds(2, 4, 32),
+        "seeds": args.n_seeds(2, 6, 32),
         "cells": args.pick(("rnn",), CELLS, CELLS),
     }
 
@@ -132,7 +132,7 @@ def run(args: C.Args) -> C.Outcome:
     gains, n = sz["gains"], sz["seeds"]
     scale_per_seed = np.repeat(np.asarray(gains, float), n)
     folder = args.dir(NAME) / "points"
-    recs, rate, final, clipped, spike = {}, {}, {}, {}, {}
+    recs, rate, final, clipped, spike, nonfinite = {}, {}, {}, {}, {}, {}
     for cell in sz["cells"]:
         for label, clip in CLIPS.items():
             cfg = config(sz, cell, clip)
@@ -145,6 +145,7 @@ def run(args: C.Args) -> C.Outcome:
             cl = np.array([[np.nan if v is None else v for v in row] for row in rec["clipped"]], float)
             loss = np.array([[np.nan if v is None else v for v in row] for row in rec["loss"]], float)
             rate.setdefault(cell, {})[label] = div.mean(1).tolist()
+            nonfinite.setdefault(cell, {})[label] = int((np.asarray(rec["diverged_at"]) >= 0).sum())
             final.setdefault(cell, {})[label] = [
                 float(np.median(x[~d])) if (~d).any() else np.nan for x, d in zip(r, div)
             ]
@@ -166,6 +167,9 @@ def run(args: C.Args) -> C.Outcome:
             if init
             else "; no c6_explosion results at these scales"
         )
+        + "; non-finite runs without / with clipping: "
+        + ", ".join(f"{c} {nonfinite[c]['no clipping']}/{nonfinite[c]['clip 1.0']}" for c in sz["cells"])
+        + f" of {len(scale_per_seed)}"
         + (f"; {why}" if why else "")
     )
     summary = _summary(sz, rate, final, clipped, spike, init)
@@ -179,6 +183,7 @@ def run(args: C.Args) -> C.Outcome:
             "final_ratio_median": final,
             "clipped_fraction": clipped,
             "max_segment_ratio": spike,
+            "nonfinite_runs": nonfinite,
             "at_init": init,
         },
         outcome=outcome,
