@@ -7,8 +7,9 @@ Setting: an LSTM (b_f = 1, Gaussian W_h, Adam) trained on the "A, but B" task
 - gates: f_t = σ(z_f) from ``cell.gate_values(u_t, a_t)`` with u_t = x_t W_x + b and
   a_t = h_{t-1} W_h recomputed from ``gp.unroll_states``. f̄_but is the mean of f (over
   units and examples) at the "but" steps (f_t multiplies c_{t-1} when "but" is read);
-  f̄_else the mean at every other step t ≥ 1. drop = f̄_but / f̄_else.
-- gradient: ``gp.decompose`` with the task loss at the last step gives the 0-hop
+  f̄_else the mean at every other step t ≥ 1. drop = f̄_but / f̄_else. Also reported: f̄ at
+  the sentiment words (where a model that overwrites c instead of resetting it forgets).
+- gradient (evaluated in float64): ``gp.decompose`` with the task loss at the last step gives the 0-hop
   (highway) class λ_s = ∂L/∂c_s^{[0]} = (Π_{t=s+1}^{T-1} f_t) ⊙ λ_{T-1}. The
   transmission of step t is τ_t = ‖λ_{t-1}‖ / ‖λ_t‖ ∈ [0, 1]. block = τ at the last "but"
   (λ just before it against just after it) divided by the median τ of the other steps
@@ -113,7 +114,7 @@ def analyse(cell, params, task, xs, batch):
         ),
         "tau_but": jnp.median(tau_but),
         "tau_else": jnp.median(tau_else),
-        "block": jnp.median(tau_but / tau_else),
+        "block": jnp.nanmedian(tau_but / tau_else),
         "total_ratio": jnp.median(pick(lam_all, p - 1) / pick(lam_all, p)),
         "f_example": f[0],
         "lam0_example": lam0[0],
@@ -142,7 +143,7 @@ def run(args: C.Args) -> C.Outcome:
     task = tasks.make("selective", sz["T"])
     cell = gt.make_cell(cfg)
     tr = trained(args, cfg, sz["seeds"])
-    dtype = gt.DTYPES[cfg.dtype]
+    dtype = jnp.float64  # the trained network evaluated in float64: adjoints far from the loss stay above underflow
     params = jax.tree.map(lambda v: jnp.asarray(v, dtype), tr["params"], is_leaf=lambda v: isinstance(v, list))
     batch = task.sample(jax.random.key(EVAL_SEED), sz["N"])
     xs = batch.inputs.astype(dtype)
