@@ -3,7 +3,7 @@
 Setting: an LSTM (Gaussian W_h, Adam) on the adding problem at lag T, trained from
 forget-gate biases b_f ∈ {-2, 0, 1, 2, 3} and chrono initialisation (Tallec & Ollivier
 2018: b_f ~ log U[1, T - 1], b_i = -b_f). Every setting starts from the same weights per
-seed; only the bias vector b differs. All settings × seeds run as one jitted, vmapped
+seed; only the bias vector b differs. All settings × seeds run as one jitted, seed-parallel
 computation: one compiled trainer with ``forget_bias=0``, whose initial b is replaced per
 run (optax's Adam state is zeros whatever the initial values, so this is exactly the
 trainer started from that bias). The trainer also records the highway and long-range
@@ -112,7 +112,7 @@ def start_from_bias(trainer: gt.Trainer):
 
 
 def train_runs(cfg: gt.TrainConfig, init, keys: jax.Array, *per_run) -> dict[str, np.ndarray]:
-    """Trains runs r from ``init(keys[r], *(a[r] for a in per_run))``, one vmapped call per segment.
+    """Trains runs r from ``init(keys[r], *(a[r] for a in per_run))``, one seed-parallel call per segment.
 
     Returns each ``Metrics`` field as an array [R, segments].
     """

@@ -4,7 +4,7 @@ Setting: an LSTM (b_f = 1, Gaussian W_h, Adam) on the copy task (10 symbols, lag
 trained with h-detach probability p ∈ {0, 0.25, 0.5}: at each step t of each training
 step the gradient through the ``gates`` edge is multiplied by α_t ~ Bernoulli(1 - p),
 the forward pass unchanged. Same seeds (same initial weights and batches) for every p.
-All p × seeds run as one vmapped computation of one compiled trainer (config p = max p,
+All p × seeds run as one seed-parallel computation of one compiled trainer (config p = max p,
 each run's p carried in ``TrainState.h_detach``: bit-identical to a per-p config,
 tested in tests/test_train.py), cached on disk under ``points/``.
 
