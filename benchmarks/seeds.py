@@ -69,25 +69,37 @@ def cases(config: dict, n: int) -> dict:
     return out
 
 
-def run(config: dict, repeats: int) -> dict:
-    rows, goals = [], []
+def run(config: dict, repeats: int, on_point=None) -> dict:
+    """Times every case at each seed count; ``on_point(result so far)`` after each count."""
+    result = {"config": config, "rows": [], "goals": [], "done_seeds": []}
     for n in config["seeds"]:
-        fns = cases(config, n)
-        timed = timing.time_cases(fns, repeats=repeats, warmup=0, budget_s=60.0)
+        timed = timing.time_cases(cases(config, n), repeats=repeats, warmup=0, budget_s=60.0)
         for name, t in timed.items():
             r = timing.ratio(timed, name, LOOP)
-            rows.append({"seeds": n, "case": name, "ms": t["ms"], "vs_loop": r, "speedup": 1.0 / r["median"]})
-            if name != LOOP and n == max(config["seeds"]):
-                goals.append(
-                    {
-                        "case": f"{name}, {n} seeds",
-                        "reference": LOOP,
-                        "ratio": r["median"],
-                        "goal": GOAL_RATIO,
-                        "verdict": timing.goal(r["median"], GOAL_RATIO),
-                    }
-                )
-    return {"config": config, "rows": rows, "goals": goals}
+            result["rows"].append({"seeds": n, "case": name, "ms": t["ms"], "vs_loop": r, "speedup": 1.0 / r["median"]})
+        result["done_seeds"].append(n)
+        if on_point is not None:
+            on_point(result)
+    return with_goals(result)
+
+
+def with_goals(result: dict) -> dict:
+    """Goal rows at the largest seed count that finished."""
+    if not result["done_seeds"]:
+        return result
+    n = max(result["done_seeds"])
+    result["goals"] = [
+        {
+            "case": f"{r['case']}, {n} seeds",
+            "reference": LOOP,
+            "ratio": r["vs_loop"]["median"],
+            "goal": GOAL_RATIO,
+            "verdict": timing.goal(r["vs_loop"]["median"], GOAL_RATIO),
+        }
+        for r in result["rows"]
+        if r["seeds"] == n and r["case"] != LOOP
+    ]
+    return result
 
 
 def markdown(result: dict) -> str:
@@ -103,7 +115,9 @@ def markdown(result: dict) -> str:
             for r in result["rows"]
         ],
     )
-    body += "\n\nGoals (largest seed count):\n\n" + timing.markdown_table(
+    if result.get("timed_out"):
+        body += f"\n\n**Incomplete:** {result['timed_out']}."
+    body += "\n\nGoals (largest seed count measured):\n\n" + timing.markdown_table(
         ["case", "against", "time ratio", "goal", "verdict"],
         [[g["case"], g["reference"], f"{g['ratio']:.2f}×", f"≤ {g['goal']}×", g["verdict"]] for g in result["goals"]],
     )
@@ -115,25 +129,44 @@ def main(argv: Sequence[str] | None = None) -> dict:
         NAME,
         __doc__.splitlines()[0],
         argv,
-        extra=lambda p: p.add_argument("--worker", action="store_true", help=argparse_help()),
+        extra=_extra_args,
     )
     config = dict(QUICK if args.quick else FULL)
+    partial = Path(args.out) / "benchmarks" / f".{NAME}.partial.json"
     if not args.worker:
         env = dict(os.environ, JAX_NUM_CPU_DEVICES=str(max(2, os.cpu_count() or 1)))
         cmd = [sys.executable, "-m", "benchmarks.seeds", "--worker", "--out", str(args.out)]
         cmd += ["--quick"] if args.quick else []
         cmd += ["--repeats", str(args.repeats)] if args.repeats else []
-        subprocess.run(cmd, env=env, check=True)
-        return json.loads((Path(args.out) / "benchmarks" / f"{NAME}.json").read_text())
-    result = run(config, args.repeats or config["repeats"])
+        partial.unlink(missing_ok=True)
+        try:
+            subprocess.run(cmd, env=env, check=True, timeout=args.timeout)
+            return json.loads((Path(args.out) / "benchmarks" / f"{NAME}.json").read_text())
+        except subprocess.TimeoutExpired:
+            result = (
+                json.loads(partial.read_text())
+                if partial.exists()
+                else {"config": config, "rows": [], "goals": [], "done_seeds": []}
+            )
+            missing = [n for n in config["seeds"] if n not in result["done_seeds"]]
+            result["timed_out"] = f"the worker ran past {args.timeout} s; seed counts {missing} not measured"
+            result = with_goals(result)
+    else:
+
+        def save(res):
+            partial.parent.mkdir(parents=True, exist_ok=True)
+            partial.write_text(json.dumps(res, default=float))
+
+        result = run(config, args.repeats or config["repeats"], on_point=save)
     if args.quick:
         timing.mark_quick(result)
     timing.write(args.out, NAME, "Seeds: loop, vmap, lax.map, sharded", result, markdown(result))
     return result
 
 
-def argparse_help() -> str:
-    return "measure in this process (the default re-runs itself with one CPU device per core)"
+def _extra_args(parser) -> None:
+    parser.add_argument("--worker", action="store_true", help="measure in this process (default: a child process)")
+    parser.add_argument("--timeout", type=float, default=1200.0, help="seconds before the child is stopped")
 
 
 if __name__ == "__main__":
