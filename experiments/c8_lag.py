@@ -231,7 +231,8 @@ def run(args: C.Args) -> C.Outcome:
         parts.append(f"{t} " + "; ".join(per_t))
     undecided = [t for t in grids if not any(np.any(np.asarray(succ[t][c]) > 0) for c in sz["cells"])]
     if undecided and not why:
-        why = f"{', '.join(undecided)}: no cell solved it at any T in {sz['steps']} steps, so it decides nothing"
+        steps = ", ".join(f"{sz['steps'][t]} steps of {t}" for t in undecided)
+        why = f"{', '.join(undecided)}: no cell solved it at any T in {steps}, so it decides nothing"
     headline = f"seeds with final loss < {SUCCESS}×baseline — " + " | ".join(parts) + (f"; {why}" if why else "")
     base = None if args.quick else _copy_baselines(sz)  # quick: skip the sampler compiles
     reps = _reproductions(grids, ratios, med, sz, base)
