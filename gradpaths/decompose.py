@@ -169,7 +169,12 @@ def decompose(
 
 
 def masked_grad(
-    cell: Cell, params, xs: jax.Array, loss_fn: Callable, scales: Mapping[str, Any], state0=None,
+    cell: Cell,
+    params,
+    xs: jax.Array,
+    loss_fn: Callable,
+    scales: Mapping[str, Any],
+    state0=None,
     backward: str = "autodiff",
 ):
     """dL/dθ with the gradient through each named edge scaled by α (forward unchanged).
