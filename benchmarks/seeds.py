@@ -3,7 +3,8 @@
 One seed = init an LSTM from its key, draw its inputs, decompose (parts=("hops",),
 max_hops=1). The cases at n seeds: a Python loop over a jitted one-seed function
 (the reference); ``jit(vmap)``; ``jit(lax.map)``; and, with more than one device,
-the keys sharded over the devices with ``jit(vmap)`` and with ``shard_map(lax.map)``.
+the keys sharded over the devices with ``shard_map(lax.map)`` and, off CPU, ``jit(vmap)``
+(on 2 host CPU devices the sharded ``jit(vmap)`` hung on its second call at 16 seeds).
 On a CPU the measurement runs in a child process started with
 ``JAX_NUM_CPU_DEVICES=<cores>`` so that the host shows one device per core.
 
@@ -64,7 +65,9 @@ def cases(config: dict, n: int) -> dict:
         spec = jax.sharding.PartitionSpec("s")
         sharded_keys = jax.device_put(keys, jax.sharding.NamedSharding(mesh, spec))
         smap = jax.shard_map(lambda ks: jax.lax.map(f, ks), mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False)
-        out[f"sharded jit(vmap) ×{len(devices)} devices"] = _call(jax.jit(jax.vmap(f)), sharded_keys)
+        if jax.default_backend() != "cpu":
+            # on 2 host CPU devices this case hung on its second call at 16 seeds (B=8, H=64, T=100)
+            out[f"sharded jit(vmap) ×{len(devices)} devices"] = _call(jax.jit(jax.vmap(f)), sharded_keys)
         out[f"shard_map(lax.map) ×{len(devices)} devices"] = _call(jax.jit(smap), sharded_keys)
     return out
 
