@@ -159,7 +159,29 @@ class Cell:
 
 
 @dataclasses.dataclass(frozen=True)
-class RNN(Cell):
+class _HCell(Cell):
+    """A cell whose state is h alone (HState)."""
+
+    def zero_state(self, batch_shape=(), dtype=jnp.float32):
+        return HState(jnp.zeros((*batch_shape, self.hidden_size), dtype))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Interpolating(_HCell):
+    """h_t = (1 - z) ⊙ n + z ⊙ h_{t-1} cells (GRU, MGU): ``highway`` is h_{t-1} in z ⊙ h_{t-1}
+    (Jacobian diag(z_t)); ``gates`` (a hop) is h_{t-1} inside a = h_{t-1} W_h + b_h."""
+
+    edges: ClassVar = ("highway", "gates")
+    hop_edges: ClassVar = ("gates",)
+    matmul_edge: ClassVar = "gates"
+    has_b_h: ClassVar = True
+
+    def read(self, state):
+        return {"highway": state.h, "gates": state.h}
+
+
+@dataclasses.dataclass(frozen=True)
+class RNN(_HCell):
     """Elman RNN.
 
     .. math::
@@ -183,9 +205,6 @@ class RNN(Cell):
         super().__post_init__()
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got {self.activation!r}")
-
-    def zero_state(self, batch_shape=(), dtype=jnp.float32):
-        return HState(jnp.zeros((*batch_shape, self.hidden_size), dtype))
 
     def read(self, state):
         return {"recurrent": state.h}
@@ -268,7 +287,7 @@ class LSTM(Cell):
 
 
 @dataclasses.dataclass(frozen=True)
-class GRU(Cell):
+class GRU(_Interpolating):
     """GRU in the Flax / PyTorch form, gate blocks (r, z, n).
 
     .. math::
@@ -281,17 +300,7 @@ class GRU(Cell):
     Parameters: W_x [I, 3H], W_h [H, 3H], b [3H], b_h [3H] (b_h's n block sits inside r ⊙ (…)).
     """
 
-    edges: ClassVar = ("highway", "gates")
-    hop_edges: ClassVar = ("gates",)
-    matmul_edge: ClassVar = "gates"
     gates: ClassVar = 3
-    has_b_h: ClassVar = True
-
-    def zero_state(self, batch_shape=(), dtype=jnp.float32):
-        return HState(jnp.zeros((*batch_shape, self.hidden_size), dtype))
-
-    def read(self, state):
-        return {"highway": state.h, "gates": state.h}
 
     def core(self, u, a, e):
         ur, uz, un = jnp.split(u, 3, axis=-1)
@@ -302,7 +311,7 @@ class GRU(Cell):
 
 
 @dataclasses.dataclass(frozen=True)
-class MGU(Cell):
+class MGU(_Interpolating):
     """Minimal gated unit (Flax's MGUCell with reset_gate=True), gate blocks (f, n).
 
     .. math::
@@ -313,17 +322,7 @@ class MGU(Cell):
     Parameters: W_x [I, 2H], W_h [H, 2H], b [2H], b_h [2H].
     """
 
-    edges: ClassVar = ("highway", "gates")
-    hop_edges: ClassVar = ("gates",)
-    matmul_edge: ClassVar = "gates"
     gates: ClassVar = 2
-    has_b_h: ClassVar = True
-
-    def zero_state(self, batch_shape=(), dtype=jnp.float32):
-        return HState(jnp.zeros((*batch_shape, self.hidden_size), dtype))
-
-    def read(self, state):
-        return {"highway": state.h, "gates": state.h}
 
     def core(self, u, a, e):
         uf, un = jnp.split(u, 2, axis=-1)
