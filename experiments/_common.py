@@ -20,6 +20,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
+
+def avoid_xla_cpu_pool_hang() -> None:
+    """Single-threaded Eigen in XLA:CPU. Its multi-threaded intra-op pool can wedge forever
+    on vmapped scans (seen here: every thread asleep inside jit(vmap(decompose))); the flag
+    is the known workaround (PyAutoFit#1528/#1530). Must run before JAX starts its backend."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_cpu_multi_thread_eigen" not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen=false".strip()
+
+
+avoid_xla_cpu_pool_hang()
+
 SUPPORTED, NOT_SUPPORTED, NUANCED, INCONCLUSIVE = "SUPPORTED", "NOT SUPPORTED", "NUANCED", "INCONCLUSIVE"
 VERDICTS = (SUPPORTED, NOT_SUPPORTED, NUANCED, INCONCLUSIVE)
 

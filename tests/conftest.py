@@ -5,7 +5,11 @@ GRADPATHS_X64=0 runs the suite with x64 off (float64 tests then skip).
 
 import os
 
-import jax
+# XLA:CPU's multi-threaded Eigen pool can deadlock on vmapped scans; see experiments/_common.py.
+if "xla_cpu_multi_thread_eigen" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_cpu_multi_thread_eigen=false".strip()
+
+import jax  # noqa: E402
 import pytest
 
 X64 = os.environ.get("GRADPATHS_X64", "1") != "0"
