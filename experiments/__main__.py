@@ -159,6 +159,9 @@ def main(argv=None) -> int:
         outcomes.append(o)
         C.progress(f"{label}: {o.verdict} — {o.headline} ({time.perf_counter() - t1:.1f} s)")
     wall = time.perf_counter() - t0
+    chosen = {m.NAME for _, m in mods}
+    kept = [o for _, m in available() if m.NAME not in chosen and (o := reuse(args, m.NAME)) is not None]
+    outcomes = kept + outcomes  # the report keeps finished results of experiments not run this time
     path = Path(args.out) / "REPORT.md"
     C.atomic_write(path, report(args, outcomes, failures, wall))
     print(f"wrote {path} ({len(outcomes)} experiments, {len(failures)} failed, {wall:.0f} s)")

@@ -110,11 +110,11 @@ def _figure(table, cells, worst):
 
     fig, ax = plt.subplots(figsize=(8, 3.6))
     for j, dt in enumerate(("float32", "float64")):
-        worst = [
+        per_cell = [
             max(max(r[p] for p in ("total", *PARTS)) for r in table if r["cell"] == c and r["dtype"] == dt)
             for c in cells
         ]
-        ax.bar(np.arange(len(cells)) + 0.38 * (j - 0.5), np.maximum(worst, 1e-18), 0.38, label=f"{dt} (worst part)")
+        ax.bar(np.arange(len(cells)) + 0.38 * (j - 0.5), np.maximum(per_cell, 1e-18), 0.38, label=f"{dt} (worst part)")
         ax.axhline(TOL[dt], color=f"C{j}", ls="--", lw=1, label=f"{dt} tolerance {TOL[dt]:g}")
     ax.set_yscale("log")
     ax.set_xticks(range(len(cells)), cells)
