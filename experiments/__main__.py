@@ -90,11 +90,13 @@ def report(args: C.Args, outcomes: list[C.Outcome], failures: dict[str, str], wa
             continue
         verdict = C.combine([o.verdict for o in mine])
         measured = "<br>".join(f"{o.name}: {o.verdict} — {o.headline}" if len(mine) > 1 else o.headline for o in mine)
+        measured = measured.replace("|", "\\|")  # a headline's pipes must not split the table row
         figs = " ".join(f"[{o.name}]({o.name}/{o.figure})" for o in mine if o.figure)
         rows.append(f"| {claim} | {statement} | {measured} | **{verdict}** | {figs} |")
     extras = [o for o in outcomes if not o.claim]
+    cell = lambda text: text.replace("|", "\\|")
     extra_rows = "\n".join(
-        f"| {o.name} | {o.headline} | {o.verdict} | [{o.figure}]({o.name}/{o.figure}) |" for o in extras
+        f"| {o.name} | {cell(o.headline)} | {o.verdict} | [{o.figure}]({o.name}/{o.figure}) |" for o in extras
     )
     reps = [r for o in outcomes for r in o.reproductions]
     agree = {True: "agree", False: "**disagree**", None: "undecided at this size"}
