@@ -138,7 +138,7 @@ def main(argv=None) -> int:
     p.add_argument("--fresh", action="store_true", help="recompute finished experiments")
     ns = p.parse_args(argv)
     args = C.args_from(ns)
-    C.setup_jax()
+    C.setup_jax(Path(args.out) / ".jax_cache")
     only = {s.strip() for s in ns.only.split(",") if s.strip()}
     mods = [(c, m) for c, m in available() if not only or c in only or m.NAME in only]
     t0 = time.perf_counter()
