@@ -10,6 +10,7 @@ Goals: 2 buckets (K = 1) ≤ 1.5× and 10 buckets (K = 9) ≤ 3× a plain gradie
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
 import jax
@@ -112,21 +113,12 @@ def markdown(result: dict) -> str:
     body += (
         f"\n\nFor information: {d['case']}: {timing.fmt_ms(d['ms'])} ms, {timing.fmt_ratio(d['vs_grad'])} {GRAD}.\n\n"
     )
-    body += "Goals:\n\n" + timing.markdown_table(
-        ["case", "against", "ratio", "goal", "verdict"],
-        [[g["case"], g["reference"], f"{g['ratio']:.2f}×", f"≤ {g['goal']}×", g["verdict"]] for g in result["goals"]],
-    )
+    body += "Goals:\n\n" + timing.goals_table(result["goals"])
     return body
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    args = timing.parse_args(NAME, __doc__.splitlines()[0], argv)
-    config = dict(QUICK if args.quick else FULL)
-    result = run(config, args.repeats or config["repeats"])
-    if args.quick:
-        timing.mark_quick(result)
-    timing.write(args.out, NAME, "Decomposition cost against a plain gradient", result, markdown(result))
-    return result
+    return timing.run_main(sys.modules[__name__], "Decomposition cost against a plain gradient", argv)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ Goal: the gradpaths gradient at least as fast as PyTorch nn.LSTM (ratio ≤ 1).
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 
 import jax
@@ -147,21 +148,12 @@ def markdown(result: dict) -> str:
             for r in result["rows"]
         ],
     )
-    body += "\n\nGoals:\n\n" + timing.markdown_table(
-        ["case", "against", "ratio", "goal", "verdict"],
-        [[g["case"], g["reference"], f"{g['ratio']:.2f}×", f"≤ {g['goal']}×", g["verdict"]] for g in result["goals"]],
-    )
+    body += "\n\nGoals:\n\n" + timing.goals_table(result["goals"])
     return body
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    args = timing.parse_args(NAME, __doc__.splitlines()[0], argv)
-    config = dict(QUICK if args.quick else FULL)
-    result = run(config, args.repeats or config["repeats"])
-    if args.quick:
-        timing.mark_quick(result)
-    timing.write(args.out, NAME, "LSTM forward + backward: gradpaths, Flax, PyTorch", result, markdown(result))
-    return result
+    return timing.run_main(sys.modules[__name__], "LSTM forward + backward: gradpaths, Flax, PyTorch", argv)
 
 
 if __name__ == "__main__":

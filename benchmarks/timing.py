@@ -220,3 +220,22 @@ def rel_error(a, b) -> float:
         [jnp.ravel(x).astype(jnp.float64 if jax.config.read("jax_enable_x64") else x.dtype) for x in jax.tree.leaves(t)]
     )
     return float(jnp.linalg.norm(flat(a) - flat(b)) / jnp.linalg.norm(flat(b)))
+
+
+def goals_table(goals: Sequence[Mapping[str, Any]]) -> str:
+    """The goals rows (case, reference, ratio, goal, verdict) as a markdown table."""
+    return markdown_table(
+        ["case", "against", "ratio", "goal", "verdict"],
+        [[g["case"], g["reference"], f"{g['ratio']:.2f}×", f"≤ {g['goal']}×", g["verdict"]] for g in goals],
+    )
+
+
+def run_main(module, title: str, argv: Sequence[str] | None) -> dict[str, Any]:
+    """The common ``main`` of a benchmark module with QUICK/FULL configs, ``run`` and ``markdown``."""
+    args = parse_args(module.NAME, module.__doc__.splitlines()[0], argv)
+    config = dict(module.QUICK if args.quick else module.FULL)
+    result = module.run(config, args.repeats or config["repeats"])
+    if args.quick:
+        mark_quick(result)
+    write(args.out, module.NAME, title, result, module.markdown(result))
+    return result
