@@ -19,8 +19,6 @@ import hashlib
 import itertools
 import json
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -30,6 +28,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+from experiments import _common as C
 from gradpaths import train as gt
 
 
@@ -59,31 +58,9 @@ def _file_name(name: str) -> str:
     return safe + ".json"
 
 
-def _jsonable(x: Any) -> Any:
-    """Arrays to nested lists; non-finite floats to None (strict JSON)."""
-    arr = np.asarray(x)
-    if arr.dtype == bool:
-        return arr.tolist()
-    if np.issubdtype(arr.dtype, np.integer):
-        return arr.tolist()
-    out = arr.astype(float)
-    return np.where(np.isfinite(out), out, None).tolist()
-
-
 def write_json_atomic(path: Path, record: Mapping[str, Any]) -> None:
-    """Writes ``record`` to ``path`` via a temp file in the same folder and ``os.replace``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(record, f, indent=1, allow_nan=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Writes ``record`` as strict JSON (NaN refused) with ``_common.atomic_write``."""
+    C.atomic_write(path, json.dumps(record, indent=1, allow_nan=False))
 
 
 def run_point(
@@ -105,8 +82,8 @@ def run_point(
         "config": dataclasses.asdict(config),
         "seeds": seeds,
         "base_seed": base_seed,
-        "metrics": {f: _jsonable(v) for f, v in stacked.items()},
-        "final": {f: _jsonable(v[:, -1]) for f, v in stacked.items()},
+        "metrics": {f: C.to_jsonable(v) for f, v in stacked.items()},
+        "final": {f: C.to_jsonable(v[:, -1]) for f, v in stacked.items()},
         "diverged": [int(d) if d >= 0 else None for d in diverged_at],
         "wall_s": time.perf_counter() - start,
         "devices": [str(d) for d in jax.devices()],
