@@ -301,6 +301,11 @@ def combine(verdicts: list[str]) -> str:
     return NUANCED
 
 
+def all_some_none(ok: list[bool]) -> str:
+    """SUPPORTED if the criterion holds in every case, NUANCED in some, NOT SUPPORTED in none."""
+    return SUPPORTED if all(ok) else (NUANCED if any(ok) else NOT_SUPPORTED)
+
+
 def fmt(x: float, digits: int = 3) -> str:
     """Compact number formatting for headlines."""
     if x != x:

@@ -185,7 +185,7 @@ def verdict(rows: list[dict]) -> str:
     if not rows:
         raise ValueError("verdict needs at least one row (one per recurrent scale g)")
     ok = [holds(r) for r in rows]
-    return C.SUPPORTED if all(ok) else (C.NUANCED if any(ok) else C.NOT_SUPPORTED)
+    return C.all_some_none(ok)
 
 
 def run(args: C.Args) -> C.Outcome:

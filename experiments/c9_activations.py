@@ -49,7 +49,7 @@ def verdict(rates_per_gain: list[dict[str, float]]) -> str:
     if not rates_per_gain:
         raise ValueError("verdict needs decay rates for at least one recurrent scale")
     ok = [ordered(r) for r in rates_per_gain]
-    return C.SUPPORTED if all(ok) else (C.NUANCED if any(ok) else C.NOT_SUPPORTED)
+    return C.all_some_none(ok)
 
 
 def run(args: C.Args) -> C.Outcome:

@@ -30,7 +30,7 @@ def verdict(dominant_far: list[int]) -> str:
     if not dominant_far:
         raise ValueError("verdict needs the dominant hop class for at least one bias")
     hwy = [k == 0 for k in dominant_far]
-    return C.SUPPORTED if all(hwy) else (C.NUANCED if any(hwy) else C.NOT_SUPPORTED)
+    return C.all_some_none(hwy)
 
 
 def run(args: C.Args) -> C.Outcome:
