@@ -29,6 +29,8 @@ from typing import Any, ClassVar, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from gradpaths.cells.registry import register
+
 Params = dict[str, jax.Array]
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
@@ -332,6 +334,7 @@ class MGU(_Interpolating):
         return HState((1 - f) * n + f * e["highway"])
 
 
+@register("rnn")
 def rnn(
     hidden_size: int,
     *,
@@ -344,6 +347,7 @@ def rnn(
     return RNN(hidden_size, recurrent_init, recurrent_scale, input_scale, activation=activation)
 
 
+@register("irnn")
 def irnn(hidden_size: int, *, recurrent_scale: float = 1.0, input_scale: float = 1.0) -> RNN:
     """The identity-initialised ReLU RNN of Le, Jaitly and Hinton (2015)."""
     return rnn(
@@ -355,6 +359,7 @@ def irnn(hidden_size: int, *, recurrent_scale: float = 1.0, input_scale: float =
     )
 
 
+@register("lstm")
 def lstm(
     hidden_size: int,
     *,
@@ -377,6 +382,7 @@ def lstm(
     )
 
 
+@register("gru")
 def gru(
     hidden_size: int, *, recurrent_init: str = "orthogonal", recurrent_scale: float = 1.0, input_scale: float = 1.0
 ) -> GRU:
@@ -384,6 +390,7 @@ def gru(
     return GRU(hidden_size, recurrent_init, recurrent_scale, input_scale)
 
 
+@register("mgu")
 def mgu(
     hidden_size: int, *, recurrent_init: str = "orthogonal", recurrent_scale: float = 1.0, input_scale: float = 1.0
 ) -> MGU:

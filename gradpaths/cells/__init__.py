@@ -1,0 +1,29 @@
+"""Recurrent cells: the public protocol, a registry, and one module per family.
+
+A cell is any object with ``edges``, ``hop_edges``, ``init``, ``zero_state``, ``read``,
+``step`` and ``output`` (see ``protocol.CellProtocol``); no base class is needed. The
+library's own cells register their constructor once with ``@register(name)``; the
+training harness, interop and the test tables read ``REGISTRY``.
+"""
+
+from gradpaths.cells.registry import REGISTRY, register  # noqa: I001  (registry first: families import it)
+from gradpaths.cells.classic import (
+    GRU,
+    LSTM,
+    MGU,
+    RNN,
+    Cell,
+    HState,
+    LSTMState,
+    check_params,
+    gru,
+    irnn,
+    lstm,
+    mgu,
+    rnn,
+)
+
+__all__ = [
+    "REGISTRY", "register", "Cell", "RNN", "LSTM", "GRU", "MGU", "LSTMState", "HState",
+    "rnn", "irnn", "lstm", "gru", "mgu", "check_params",
+]
