@@ -1,0 +1,9 @@
+"""Other frameworks' recurrent layers -> gradpaths ``(cell, params)``, exactly.
+
+Each importer lives in its own module and imports its framework only when called, so
+``import gradpaths`` needs neither torch nor flax nor the modern-cell packages.
+"""
+
+from gradpaths.interop.classic import TORCH_KINDS, from_flax, from_torch, state_from_flax, state_from_torch
+
+__all__ = ["TORCH_KINDS", "from_flax", "from_torch", "state_from_flax", "state_from_torch"]
