@@ -1,11 +1,20 @@
 """gradpaths: exact path decompositions of recurrent-network gradients."""
 
-from gradpaths import interop, plots  # interop imports flax and torch only when called
-from gradpaths import tasks, train
+from gradpaths import interop, tasks, train  # interop imports flax and torch only when called
 from gradpaths.cells import GRU, LSTM, MGU, RNN, Cell, HState, LSTMState, gru, irnn, lstm, mgu, rnn
 from gradpaths.decompose import Decomposition, decompose, masked_grad
 from gradpaths.spectra import DecayFit, edge_jacobians, fit_decay_rate, lyapunov_exponents
 from gradpaths.unroll import unroll, unroll_states
+
+
+def __getattr__(name: str):
+    """``gp.plots`` is imported on first use, so ``import gradpaths`` does not import matplotlib."""
+    if name == "plots":
+        import importlib
+
+        return importlib.import_module("gradpaths.plots")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __version__ = "0.1.0"
 
