@@ -22,6 +22,7 @@ from gradpaths.cells.classic import (
     mgu,
     rnn,
 )
+from gradpaths.cells.gated_linear import LRU, LinearRecurrence, MinGRU, MinLSTM, lru, mingru, minlstm  # noqa: F401
 
 __all__ = [
     "REGISTRY", "register", "Cell", "RNN", "LSTM", "GRU", "MGU", "LSTMState", "HState",
