@@ -27,11 +27,11 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from gradpaths.cells import Cell
-from gradpaths.unroll import check_inputs, unroll_states
+from gradpaths import _linalg
+from gradpaths.unroll import check_inputs, param_dtype, unroll_states
 
 
-def _check_edges(cell: Cell, edges: Any) -> tuple[str, ...]:
+def _check_edges(cell, edges: Any) -> tuple[str, ...]:
     if edges is None:
         return tuple(cell.edges)
     if isinstance(edges, str) or not isinstance(edges, Sequence):
@@ -55,33 +55,31 @@ def _per_sequence(fn: Callable, xs, state0):
     return jax.vmap(lambda x, s: _per_sequence(fn, x, s), in_axes=(0, s_axis))(xs, state0)
 
 
-def _trajectory(cell: Cell, params, xs, state0):
-    """u_t [T, G·H] and the previous states s_{t-1} (flattened [T, S]) of one sequence [T, I]."""
-    dtype = params["W_x"].dtype
+def _trajectory(cell, params, xs, state0):
+    """The previous states s_{t-1} (flattened [T, S]) of one sequence xs [T, I], and the unravel."""
+    dtype = param_dtype(params)
     s0 = cell.zero_state((), dtype) if state0 is None else jax.tree.map(lambda v: jnp.asarray(v, dtype), state0)
     states = unroll_states(cell, params, xs, s0)
     flat0, unravel = ravel_pytree(s0)
     flat_TS = jax.vmap(lambda s: ravel_pytree(s)[0])(states)
-    prev_TS = jnp.concatenate([flat0[None], flat_TS[:-1]])
-    return jnp.asarray(xs, dtype) @ params["W_x"] + params["b"], prev_TS, unravel
+    return jnp.concatenate([flat0[None], flat_TS[:-1]]), unravel
 
 
-def _edge_step(cell: Cell, params, edges: tuple[str, ...], unravel) -> Callable:
-    """(u_t, s_{t-1}, s) ↦ F with the copies on ``edges`` read from s and the others from s_{t-1}.
+def _edge_step(cell, params, edges: tuple[str, ...], unravel) -> Callable:
+    """(x_t, s_{t-1}, s) ↦ F with the copies on ``edges`` read from s and the others from s_{t-1}.
 
     Its derivative in s at s = s_{t-1} is Σ_{k ∈ edges} J_{k,t} (all flattened).
     """
 
-    def f(u, prev_S, s_S):
+    def f(x, prev_S, s_S):
         fixed, free = cell.read(unravel(prev_S)), cell.read(unravel(s_S))
         e = {k: (free[k] if k in edges else v) for k, v in fixed.items()}
-        new = cell.core(u, cell.recurrent(params, e[cell.matmul_edge]), e)
-        return ravel_pytree(new)[0]
+        return ravel_pytree(cell.step(params, e, x))[0]
 
     return f
 
 
-def edge_jacobians(cell: Cell, params, xs: jax.Array, *, state0=None) -> dict[str, jax.Array]:
+def edge_jacobians(cell, params, xs: jax.Array, *, state0=None) -> dict[str, jax.Array]:
     """The per-step Jacobian of each edge class along the trajectory of ``xs``.
 
     Args:
@@ -96,18 +94,19 @@ def edge_jacobians(cell: Cell, params, xs: jax.Array, *, state0=None) -> dict[st
     check_inputs(cell, params, xs)
 
     def one(x, s0):
-        u_T, prev_TS, unravel = _trajectory(cell, params, x, s0)
+        prev_TS, unravel = _trajectory(cell, params, x, s0)
+        x = jnp.asarray(x, prev_TS.dtype)
         out = {}
         for k in cell.edges:
             f = _edge_step(cell, params, (k,), unravel)
-            out[k] = jax.vmap(lambda u, p, f=f: jax.jacfwd(lambda s: f(u, p, s))(p))(u_T, prev_TS)
+            out[k] = jax.vmap(lambda u, p, f=f: jax.jacfwd(lambda s: f(u, p, s))(p))(x, prev_TS)
         return out
 
     return _per_sequence(one, xs, state0)
 
 
 def lyapunov_exponents(
-    cell: Cell,
+    cell,
     params,
     xs: jax.Array,
     k: int,
@@ -140,7 +139,7 @@ def lyapunov_exponents(
     """
     n_t, _, _ = check_inputs(cell, params, xs)
     edges = _check_edges(cell, edges)
-    n_s = sum(v.shape[-1] for v in jax.tree.leaves(cell.zero_state((), params["W_x"].dtype)))
+    n_s = ravel_pytree(cell.zero_state((), param_dtype(params)))[0].shape[0]
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n_s:
         raise ValueError(f"k must be an int in [1, S={n_s}] (the flattened state size), got {k!r}")
     if isinstance(burn_in, bool) or not isinstance(burn_in, int) or not 0 <= burn_in < n_t:
@@ -148,9 +147,10 @@ def lyapunov_exponents(
     key = jax.random.key(0) if key is None else key
 
     def one(x, s0):
-        u_T, prev_TS, unravel = _trajectory(cell, params, x, s0)
+        prev_TS, unravel = _trajectory(cell, params, x, s0)
+        x = jnp.asarray(x, prev_TS.dtype)
         f = _edge_step(cell, params, edges, unravel)
-        q0, _ = jnp.linalg.qr(jax.random.normal(key, (n_s, k), prev_TS.dtype))
+        q0, _ = _linalg.qr(jax.random.normal(key, (n_s, k), prev_TS.dtype))
 
         def body(q, inp):
             u, p = inp
@@ -159,10 +159,10 @@ def lyapunov_exponents(
             if k == 1:  # QR of one column is a normalisation
                 nv = jnp.linalg.norm(v[:, 0])
                 return v / nv, jnp.log(nv)[None]
-            q, r = jnp.linalg.qr(v)
+            q, r = _linalg.qr(v)
             return q, jnp.log(jnp.abs(jnp.diagonal(r)))
 
-        _, logs_TK = jax.lax.scan(body, q0, (u_T, prev_TS))
+        _, logs_TK = jax.lax.scan(body, q0, (x, prev_TS))
         return -jnp.sort(-logs_TK[burn_in:].mean(0))
 
     return _per_sequence(one, xs, state0)

@@ -29,6 +29,7 @@ from typing import Any, ClassVar, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from gradpaths._linalg import orthogonal
 from gradpaths.cells.registry import register
 
 Params = dict[str, jax.Array]
@@ -68,7 +69,7 @@ def _recurrent_matrix(key: jax.Array, hidden: int, gates: int, init: str, scale:
     if init == "gaussian":
         blocks = [jax.random.normal(k, (hidden, hidden), dtype) / math.sqrt(hidden) for k in keys]
     elif init == "orthogonal":
-        blocks = [jax.nn.initializers.orthogonal()(k, (hidden, hidden), dtype) for k in keys]
+        blocks = [orthogonal(k, (hidden, hidden), dtype) for k in keys]  # no LAPACK: docs/hang.md
     else:
         blocks = [jnp.eye(hidden, dtype=dtype) for _ in keys]
     return scale * jnp.concatenate(blocks, axis=1)
@@ -148,11 +149,10 @@ class Cell:
         """h_t, the output the loss sees."""
         return state.h
 
-    def step(self, params: Params, state, x: jax.Array):
-        """One full step s_t = F_θ(read(s_{t-1}), x_t), for reference and tests."""
-        e = self.read(state)
+    def step(self, params: Params, edges: Mapping[str, jax.Array], x: jax.Array):
+        """s_t = F_θ(e_t, x_t) = core(x W_x + b, e_matmul W_h (+ b_h), e): the protocol's step."""
         u = x @ params["W_x"] + params["b"]
-        return self.core(u, self.recurrent(params, e[self.matmul_edge]), e)
+        return self.core(u, self.recurrent(params, edges[self.matmul_edge]), edges)
 
     def recurrent(self, params: Params, m: jax.Array) -> jax.Array:
         """a_t = m W_h (+ b_h)."""
