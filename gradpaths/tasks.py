@@ -20,7 +20,7 @@ the time step); ``baseline_accuracy`` is its accuracy on ``score_mask`` (None fo
   loss is the mean CE over **all** T+20 steps; a memoryless model is certain of the
   blanks and uniform over 8 symbols at the last 10 steps: baseline 10 ln 8 / (T+20).
 - ``selective`` ("A, but B"): see ``sample_selective``. Baseline ln 2, accuracy 1/2.
-- ``digits``: scikit-learn's 8×8 digits (shipped with the package), scaled to [0, 1];
+- ``digits``: scikit-learn's 8×8 digits (shipped inside scikit-learn, the ``[digits]`` extra), scaled to [0, 1];
   T=64 feeds one pixel per step, T=8 one row per step; the class is predicted at the
   last step. Baseline: the entropy of the split's class frequencies (≈ ln 10).
 """
@@ -195,8 +195,17 @@ def last_but(inputs: jax.Array) -> jax.Array:
 
 @functools.cache
 def digits_split(split: str) -> tuple[np.ndarray, np.ndarray]:
-    """A fixed split of scikit-learn's digits: (images [N, 64] in [0, 1], labels [N])."""
-    from sklearn.datasets import load_digits
+    """A fixed split of scikit-learn's digits: (images [N, 64] in [0, 1], labels [N]).
+
+    Needs scikit-learn, an optional extra (``pip install 'gradpaths[digits]'``); the data
+    ship inside scikit-learn, so nothing is downloaded.
+    """
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as err:
+        raise ImportError(
+            "the digits task needs scikit-learn, an optional extra: pip install 'gradpaths[digits]'"
+        ) from err
 
     data = load_digits()
     order = np.random.default_rng(DIGITS_SPLIT_SEED).permutation(len(data.target))

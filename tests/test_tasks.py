@@ -1,6 +1,7 @@
 """Tasks: shapes, determinism, and each no-memory baseline against its formula on a large sample."""
 
 import math
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -122,6 +123,12 @@ def test_digits_baseline_and_split():
     np.testing.assert_array_equal(rows.inputs.reshape(256, 64), b.inputs.reshape(256, 64))
     test_task = tasks.make("digits", 8, split="test")
     assert test_task.baseline == pytest.approx(tasks.class_entropy(test_y, 10))
+
+
+def test_digits_without_sklearn_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)  # makes the import fail
+    with pytest.raises(ImportError, match=r"gradpaths\[digits\]"):
+        tasks.digits_split.__wrapped__("train")  # past the cache
 
 
 @pytest.mark.parametrize(
