@@ -23,6 +23,8 @@ from gradpaths.cells.classic import (
     rnn,
 )
 from gradpaths.cells.gated_linear import LRU, LinearRecurrence, MinGRU, MinLSTM, lru, mingru, minlstm  # noqa: F401
+from gradpaths.cells.xlstm import MLSTM, SLSTM, MLSTMState, SLSTMState, mlstm, slstm  # noqa: F401
+from gradpaths.cells.lstm_variants import LayerNormLSTM, PeepholeLSTM, layer_norm_lstm, peephole_lstm  # noqa: F401
 
 __all__ = [
     "REGISTRY", "register", "Cell", "RNN", "LSTM", "GRU", "MGU", "LSTMState", "HState",
