@@ -63,8 +63,8 @@ def run(args: C.Args) -> C.Outcome:
     v = verdict(spreads["forget_gate=False"], eps)
     s_off, s_on = max(spreads["forget_gate=False"]), float(np.median(spreads["forget_gate=True (b_f=1)"]))
     headline = (
-        f"f≡1: max relative spread of the 0-hop ‖∂L/∂c_s‖ over s = {C.fmt(s_off)} "
-        f"(eps={eps:.1e}); with a forget gate: {C.fmt(s_on)} (median)"
+        f"f≡1: max relative spread of the 0-hop ∂L/∂c_s over s = {C.fmt(s_off)} over n={n_seeds} seeds "
+        f"(eps={eps:.1e}; a bound over every seed, so no sampling interval); with a forget gate: {C.fmt(s_on)} (median)"
     )
     summary = (
         f"LSTM, H={n_h}, T={n_t}, {n_seeds} seeds, {jnp.dtype(dtype).name}, loss Σ h_{{T-1}}. "

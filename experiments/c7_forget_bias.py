@@ -1,17 +1,17 @@
 """C7 at initialisation: the long-range LSTM gradient against the forget-gate bias.
 
-The same sweep as c5_paths (shared cached points): an LSTM at initialisation with
-forget bias b_f ∈ {-2, 0, 1, 2, 3, 5} and chrono initialisation, the same weights for
-every bias, loss r·h_{T-1}. Measured per bias (medians and spread over seeds): ‖G_{d=100}‖,
-the parameter gradient through θ's use 100 steps before the loss (d = 20 at --quick), its
-size relative to ‖g‖, and the highway (0-hop) projection share of it.
+The sweep of ``_probe.lstm_bias_sweep`` (shared with c5_paths and distance_hops_map): an
+LSTM at initialisation with b_f ∈ {-2, 0, 1, 2, 3, 5} and chrono, the same weights for
+every bias, loss r·h_{T-1}. Measured per bias and seed: ‖G_{d=100}‖, the gradient through
+θ's use 100 steps before the loss (d = 20 at --quick), its size relative to ‖g‖, and
+its highway (0-hop) projection share.
 
-Criterion (CLAIMS.md, the at-initialisation half): the long-range gradient rises
-monotonically with forget bias. SUPPORTED if the median ‖G_{d=100}‖ strictly increases
-along b_f = -2 < 0 < 1 < 2 < 3 < 5; NUANCED if it is higher at b_f = 5 than at -2 but
-not monotone; NOT SUPPORTED otherwise. Chrono is reported beside the sweep (its b_f is
-a distribution, not a point on the axis). The training half of C7 (training success on
-long lags, the selective-forget task) is c7_forget_training and c7_selective.
+Rule (the at-initialisation half of CLAIMS.md C7), paired over seeds (same weights):
+each step b → b' of the sweep rises if the 95 % bootstrap interval of the mean
+log(‖G_d‖(b') / ‖G_d‖(b)) lies above 0, falls if below, undecided otherwise.
+SUPPORTED if every step rises; NUANCED if some step falls but b_f = 5 is above b_f = -2;
+NOT SUPPORTED if b_f = 5 is not above -2; INCONCLUSIVE if a step is undecided and none
+falls. Chrono is reported beside the sweep. Training is c7_forget_training and c7_selective.
 """
 
 from __future__ import annotations
@@ -19,112 +19,88 @@ from __future__ import annotations
 import numpy as np
 
 from experiments import _common as C
-from experiments import c5_paths as P
-from experiments.c2_vanishing import band
+from experiments import _probe as P
+from experiments import _stats as S
 
 CLAIM, NAME = "C7", "c7_forget_bias"
 TITLE = "C7 at initialisation: long-range gradient against forget bias"
 
 
-def verdict(g_at: list[float]) -> str:
-    """g_at: median ‖G_{d=100}‖ per forget bias, in increasing bias order."""
-    if len(g_at) < 2:
-        raise ValueError(f"verdict needs the gradient at two or more biases, got {len(g_at)}")
-    g = np.asarray(g_at, float)
-    if np.all(np.isfinite(g)) and np.all(np.diff(g) > 0):
-        return C.SUPPORTED
-    return C.NUANCED if g[-1] > g[0] else C.NOT_SUPPORTED
+def verdict(g_SB) -> tuple[S.Decision, list[S.Decision]]:
+    """g_SB [seed, bias]: ‖G_d‖ per seed, biases in increasing order. Returns (verdict, one decision per step)."""
+    g = np.log(np.maximum(np.asarray(g_SB, float), 1e-300))
+    if g.ndim != 2 or g.shape[1] < 2:
+        raise ValueError(f"verdict needs [seeds, biases] with two or more biases, got shape {g.shape}")
+    diff = lambda a, b: S.bootstrap_diff(g[:, b], g[:, a], stat="mean", paired=True)
+    steps = [S.decide(diff(j, j + 1), what="log-ratio of adjacent biases") for j in range(g.shape[1] - 1)]
+    ends = S.decide(diff(0, g.shape[1] - 1), what="log-ratio of the last to the first bias")
+    vs = [d.verdict for d in steps]
+    if ends.verdict == C.NOT_SUPPORTED or (ends.verdict == C.INCONCLUSIVE and C.NOT_SUPPORTED in vs):
+        v = C.NOT_SUPPORTED if ends.verdict == C.NOT_SUPPORTED else C.INCONCLUSIVE
+    elif all(x == C.SUPPORTED for x in vs):
+        v = C.SUPPORTED
+    else:
+        v = C.NUANCED if C.NOT_SUPPORTED in vs and ends.verdict == C.SUPPORTED else C.INCONCLUSIVE
+    weakest = min(steps, key=lambda d: d.interval[0])
+    need = max((d.n_needed or 0) for d in steps) or None
+    reason = f"{vs.count(C.SUPPORTED)} of {len(vs)} steps rise, {vs.count(C.NOT_SUPPORTED)} fall"
+    return S.Decision(v, weakest.estimate, weakest.interval, weakest.n, reason, need), steps
 
 
 def run(args: C.Args) -> C.Outcome:
-    sz = P.sizes(args)
-    res = P.sweep(args)
-    stats = P.summarise(res, "at")
-    sweep_settings = P.SETTINGS[: len(P.BIASES)]
-    g_at = [float(stats[s]["norm"]) for s in sweep_settings]
-    v = verdict(g_at)
-    drops = [f"{a}→{b}" for a, b, x, y in zip(sweep_settings, sweep_settings[1:], g_at, g_at[1:]) if y <= x]
+    sz, res = P.lstm_bias_sweep(args)
+    sweep = P.SETTINGS[: len(P.BIASES)]
+    g_SB = np.stack([res[s]["at"]["norm"] for s in sweep], 1)
+    dec, steps = verdict(g_SB)
+    norm = {s: P.ci(res[s]["at"]["norm"]) for s in P.SETTINGS}
+    share = {s: P.ci(res[s]["at"]["proj_share"][:, 0]) for s in P.SETTINGS}
     d = sz["d_at"]
     headline = (
         f"median ‖G_d={d}‖ over b_f {', '.join(f'{b:g}' for b in P.BIASES)}: "
-        + ", ".join(C.fmt(x) for x in g_at)
-        + f" (chrono {C.fmt(float(stats['chrono']['norm']))}); highway share "
-        + ", ".join(C.fmt(float(stats[s]["proj_share"][0])) for s in P.SETTINGS)
-        + (f"; falls at {', '.join(drops)}" if drops else "; monotone")
+        + ", ".join(C.fmt(norm[s].value) for s in sweep)
+        + f" (chrono {C.fmt(norm['chrono'].value)}, n={sz['seeds']}); {dec.reason}; weakest step log-ratio "
+        + f"{C.fmt(dec.estimate)} [95% CI {C.fmt(dec.interval[0])}, {C.fmt(dec.interval[1])}]"
     )
-    rows = "\n".join(
-        f"| {s} | {C.fmt(float(stats[s]['norm']))} | {C.fmt(float(stats[s]['size']))} | "
-        f"{C.fmt(float(stats[s]['proj_share'][0]))} | {C.fmt(float(stats[s]['mean_hops']))} |"
-        for s in P.SETTINGS
+    step_rows = "\n".join(
+        f"| {a} → {b} | {C.fmt(x.estimate)} [{C.fmt(x.interval[0])}, {C.fmt(x.interval[1])}] | {x.verdict} |"
+        for a, b, x in zip(sweep, sweep[1:], steps)
     )
     summary = (
-        f"LSTM H={sz['H']}, T={sz['T']}, batch {sz['B']}, {sz['seeds']} seeds (medians), {sz['dtype']}, "
-        "loss r·h_{T-1}, "
-        f"distance d = {d}. At-initialisation half of C7 only; training is in c7_forget_training and "
-        "c7_selective.\n\n"
-        f"| setting | ‖G_d={d}‖ | ‖G_d={d}‖/‖g‖ | highway projection share | mean hops |\n|---|---|---|---|---|\n"
-        + rows
-        + ("\n\nNot monotone: the gradient falls at " + ", ".join(drops) + "." if drops else "")
+        f"LSTM H={sz['H']}, T={sz['T']}, batch {sz['B']}, {sz['seeds']} seeds, float64, loss r·h_{{T-1}}, distance "
+        f"d = {d}. {dec.text()}\n\n| setting | ‖G_d={d}‖ median [95% CI] | highway projection share [95% CI] |\n"
+        "|---|---|---|\n"
+        + "\n".join(f"| {s} | {norm[s].text()} | {share[s].text()} |" for s in P.SETTINGS)
+        + "\n\n| step | mean log-ratio [95% CI] (paired) | rises |\n|---|---|---|\n"
+        + step_rows
     )
-    outcome = C.Outcome(CLAIM, NAME, v, headline, "c7_forget_bias.png")
-    fig = _figure(res, stats, sz, g_at, drops)
+    outcome = C.Outcome(CLAIM, NAME, dec.verdict, headline, "c7_forget_bias.png")
     C.write_outputs(
         args,
         NAME,
         config=sz,
-        data={"at_distance": stats, "median_norm": dict(zip(sweep_settings, g_at))},
+        data={"norm": norm, "highway_share": share, "steps": steps, "decision": dec},
         outcome=outcome,
         summary=summary,
-        figures={"c7_forget_bias.png": fig},
+        figures={"c7_forget_bias.png": _figure(res, norm, share, sz, dec)},
         seeds=sz["seeds"],
     )
     return outcome
 
 
-def _figure(res, stats, sz, g_at, drops):
+def _figure(res, norm, share, sz, dec):
     import matplotlib.pyplot as plt
 
-    d = sz["d_at"]
-    sweep_settings = P.SETTINGS[: len(P.BIASES)]
-    b = np.asarray(P.BIASES)
+    d, x = sz["d_at"], np.arange(len(P.SETTINGS))
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.0))
-    for ax, field, lab in ((axes[0], "norm", f"‖G_d={d}‖"), (axes[0], "size", f"‖G_d={d}‖ / ‖g‖")):
-        y = np.array([np.asarray(res[s]["at"][field], float) for s in sweep_settings]).T  # [seed, bias]
-        col = "C0" if field == "norm" else "C1"
-        band(ax, b, np.maximum(y, 1e-300), col, lab)
-        ax.lines[-1].set_marker("o")
-        yc = np.asarray(res["chrono"]["at"][field], float)
-        ax.errorbar(
-            [b[-1] + 1],
-            [np.median(yc)],
-            yerr=[[np.median(yc) - np.percentile(yc, 25)], [np.percentile(yc, 75) - np.median(yc)]],
-            fmt="s",
-            color=col,
-        )
+    for ax, est, lab in ((axes[0], norm, f"‖G_d={d}‖"), (axes[1], share, f"highway (0-hop) share of G_d={d}")):
+        e = np.array([[est[s].value, est[s].lo, est[s].hi] for s in P.SETTINGS])
+        ax.errorbar(x, e[:, 0], yerr=[e[:, 0] - e[:, 1], e[:, 2] - e[:, 0]], fmt="o-", capsize=3, label=lab)
+        ax.set_xticks(x, P.SETTINGS, fontsize=8)
+        ax.set_ylabel(f"{lab}\n(median, 95% CI over {sz['seeds']} seeds)")
     axes[0].set_yscale("log")
-    axes[0].set_xticks([*b, b[-1] + 1], [f"{x:g}" for x in b] + ["chrono"])
-    axes[0].set_xlabel("forget-gate bias b_f at initialisation")
-    axes[0].set_ylabel(f"gradient at distance d = {d} steps (median, IQR)")
-    axes[0].legend(fontsize=8)
-    sh = np.array([np.asarray(res[s]["at"]["proj_share"], float)[:, 0] for s in P.SETTINGS]).T
-    band(axes[1], np.arange(len(P.SETTINGS)), np.maximum(np.abs(sh), 1e-300), "C3", "|highway projection share|")
-    axes[1].lines[-1].set_marker("o")
-    axes[1].set_yscale("log")
     axes[1].axhline(0.5, color="k", ls=":", lw=0.8)
-    axes[1].set_xticks(range(len(P.SETTINGS)), P.SETTINGS, fontsize=8)
-    axes[1].set_ylabel(f"highway (0-hop) share of G_d={d}")
-    axes[1].legend(fontsize=8)
-    hwy = [float(stats[s]["proj_share"][0]) for s in P.SETTINGS]
-    fig.suptitle(
-        f"C7 (at init): the gradient at d={d} "
-        + (
-            f"rises monotonically with b_f, {C.fmt(g_at[0])} → {C.fmt(g_at[-1])}"
-            if not drops
-            else f"is not monotone in b_f (falls at {', '.join(drops)})"
-        )
-        + f";\nthe highway carries at most {C.fmt(max(hwy[:-1]))} of it over the b_f sweep, "
-        + f"{C.fmt(hwy[-1])} with chrono"
-    )
+    axes[0].set_xlabel("forget-gate bias at initialisation")
+    fig.suptitle(f"C7 (at init): the gradient at d={d} against b_f — {dec.verdict}: {dec.reason}")
     fig.tight_layout()
     return fig
 

@@ -2,13 +2,15 @@
 
 ‖G_{d,k}‖: the part of dL/dθ through θ's use d steps before the loss, carried by paths
 that cross exactly k hop edges (h_{t-1} → gates; the last class collects ≥ K), median
-over seeds, drawn with ``gradpaths.plots.distance_hop_heatmap``. Data: the c5_paths
-forget-bias sweep (shared cached points), loss r·h_{T-1}. The white line is the mean hop
-count Σ_k k‖G_{d,k}‖/Σ_k‖G_{d,k}‖ at each distance.
+over seeds, drawn with ``gradpaths.plots.distance_hop_heatmap``. Data: the forget-bias
+sweep of ``_probe.lstm_bias_sweep`` (shared with C5 and C7), loss r·h_{T-1}. The white
+line is the mean hop count Σ_k k‖G_{d,k}‖/Σ_k‖G_{d,k}‖ at each distance.
 
-There is no claim here; the verdict answers one question about the map: does the
-highway (0 hops) carry the largest class at the longest distance? SUPPORTED if it does
-for every bias shown, NOT SUPPORTED if for none, NUANCED otherwise.
+There is no claim here; the verdict answers one question about the map: is the highway
+(0 hops) the largest class at the longest distance? Per bias shown, the fraction of seeds
+in which it is, with its Wilson 95 % interval: yes if the interval lies above 1/2, no if
+below. SUPPORTED if yes for every bias shown, NOT SUPPORTED if no for every one, NUANCED
+if mixed, INCONCLUSIVE if undecided.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import numpy as np
 
 import gradpaths as gp
 from experiments import _common as C
-from experiments import c5_paths as P
+from experiments import _probe as P
+from experiments import _stats as S
 from gradpaths.plots import distance_hop_heatmap
 
 CLAIM, NAME = "", "distance_hops_map"
@@ -25,53 +28,57 @@ TITLE = "The distance × hop-class map of the LSTM gradient"
 SHOWN = ("b_f=1", "b_f=3", "chrono")
 
 
-def verdict(dominant_far: list[int]) -> str:
-    """dominant_far: the largest hop class at the longest distance, one per bias shown."""
-    if not dominant_far:
-        raise ValueError("verdict needs the dominant hop class for at least one bias")
-    hwy = [k == 0 for k in dominant_far]
-    return C.all_some_none(hwy)
+def verdict(highway_largest: list) -> tuple[str, list[S.Decision]]:
+    """highway_largest: per bias shown, a boolean per seed (is the 0-hop class the largest at the longest distance)."""
+    if not len(highway_largest):
+        raise ValueError("verdict needs the per-seed answer for at least one bias")
+    parts = [S.decide(S.rate(x), null=0.5, what="fraction of seeds") for x in highway_largest]
+    vs = [p.verdict for p in parts]
+    if C.INCONCLUSIVE in vs:
+        return C.INCONCLUSIVE, parts
+    return C.all_some_none([v == C.SUPPORTED for v in vs]), parts
 
 
 def run(args: C.Args) -> C.Outcome:
-    sz = P.sizes(args)
-    res = P.sweep(args)
-    maps = {s: np.median(np.asarray(res[s]["norm_dk"], float), 0) for s in SHOWN}  # [T, K+1]
-    k1 = sz["max_hops"] + 1
-    hops = np.arange(k1)
-    mean_hops = {s: (m * hops).sum(1) / np.where(m.sum(1) > 0, m.sum(1), np.nan) for s, m in maps.items()}
-    far = sz["T"] - 1
-    dominant = {s: int(np.argmax(m[far])) for s, m in maps.items()}
-    v = verdict(list(dominant.values()))
-    lab = lambda k: "≥" + str(k) if k == k1 - 1 else str(k)
-    headline = f"dominant hop class at d={far}: " + ", ".join(f"{s}: {lab(k)}" for s, k in dominant.items())
+    sz, res = P.lstm_bias_sweep(args)
+    far, k1 = sz["T"] - 1, sz["max_hops"] + 1
+    maps = {s: np.median(res[s]["norm_dk"], 0) for s in SHOWN}  # [T, K+1]
+    mean_hops = {s: (m * np.arange(k1)).sum(1) / np.where(m.sum(1) > 0, m.sum(1), np.nan) for s, m in maps.items()}
+    largest = {s: np.argmax(res[s]["norm_dk"][:, far], -1) for s in SHOWN}  # [seed]
+    v, parts = verdict([largest[s] == 0 for s in SHOWN])
+    lab = lambda k: f"≥{k}" if k == k1 - 1 else str(k)
+    dom = {s: lab(int(np.bincount(largest[s], minlength=k1).argmax())) for s in SHOWN}
+    headline = f"largest hop class at d={far} (most seeds, n={sz['seeds']}): " + ", ".join(
+        f"{s}: {dom[s]} (0-hop largest in {p.estimate:.2f} [{p.interval[0]:.2f}, {p.interval[1]:.2f}])"
+        for s, p in zip(SHOWN, parts)
+    )
     summary = (
         f"LSTM H={sz['H']}, T={sz['T']}, batch {sz['B']}, {sz['seeds']} seeds (median map), max_hops={sz['max_hops']}; "
-        "loss r·h_{T-1}.\n\n| setting | dominant class at d = T-1 | mean hops at d = T-1 | mean hops at d = T/2 |\n"
-        "|---|---|---|---|\n"
+        "loss r·h_{T-1}. Fractions carry Wilson 95% intervals.\n\n| setting | largest class at d = T-1 (most seeds) "
+        "| fraction of seeds with the highway largest [95% CI] | mean hops at d = T-1 | mean hops at d = T/2 |\n"
+        "|---|---|---|---|---|\n"
         + "\n".join(
-            f"| {s} | {lab(dominant[s])} | {C.fmt(mean_hops[s][far])} | {C.fmt(mean_hops[s][far // 2])} |"
-            for s in SHOWN
+            f"| {s} | {dom[s]} | {p.estimate:.2f} [{p.interval[0]:.2f}, {p.interval[1]:.2f}] | "
+            f"{C.fmt(mean_hops[s][far])} | {C.fmt(mean_hops[s][far // 2])} |"
+            for s, p in zip(SHOWN, parts)
         )
-        + f"\n\nThe last class collects ≥{k1 - 1} hops, so where it is large the mean hop count is a lower bound "
-        "and the true peak of the hop distribution lies beyond it."
+        + f"\n\nThe last class collects ≥{k1 - 1} hops, so where it is large the mean hop count is a lower bound."
     )
     outcome = C.Outcome(CLAIM, NAME, v, headline, "distance_hops_map.png")
-    fig = _figure(maps, mean_hops, dominant, sz, lab)
     C.write_outputs(
         args,
         NAME,
         config=sz,
-        data={"median_norm_dk": maps, "mean_hops": mean_hops, "dominant_far": dominant},
+        data={"median_norm_dk": maps, "mean_hops": mean_hops, "largest_far": largest, "decisions": parts},
         outcome=outcome,
         summary=summary,
-        figures={"distance_hops_map.png": fig},
+        figures={"distance_hops_map.png": _figure(maps, mean_hops, dom, far)},
         seeds=sz["seeds"],
     )
     return outcome
 
 
-def _figure(maps, mean_hops, dominant, sz, lab):
+def _figure(maps, mean_hops, dom, far):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(maps), figsize=(5.2 * len(maps), 4.0), sharey=True, layout="constrained")
@@ -82,8 +89,8 @@ def _figure(maps, mean_hops, dominant, sz, lab):
         ax.plot(np.arange(m.shape[0]), mean_hops[s], color="w", lw=1.2, label="mean hop count")
         ax.legend(fontsize=7, loc="lower right")
     fig.suptitle(
-        f"LSTM at init: ‖G(d, k)‖ by distance and hop class; the largest class at d={sz['T'] - 1} is "
-        + ", ".join(f"{lab(k)} hops ({s})" for s, k in dominant.items())
+        f"LSTM at init: ‖G(d, k)‖ by distance and hop class; the largest class at d={far} is "
+        + ", ".join(f"{k} hops ({s})" for s, k in dom.items())
     )
     return fig
 

@@ -1,0 +1,153 @@
+"""Shared parts of the at-initialisation gradient experiments (C2-C7, C9, C10, distance_hops_map).
+
+- ``draws``: n independent (params, inputs [B, T, I], unit readout r) for a cell, seeds on
+  the leading axis; ``over_seeds_and``: jit(vmap) of a measurement over seeds × a sweep;
+- ``lstm_bias_sweep``: the LSTM forget-bias sweep (the joint distance × hop table from
+  ``gp.decompose``) that C5, C7 and distance_hops_map read, cached per setting;
+- ``band``: a median line with its 25-75 % band across seeds, for figures;
+- ``ci``: the 95 % bootstrap interval of a per-seed statistic (``experiments._stats``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import gradpaths as gp
+from experiments import _common as C
+from experiments import _stats as S
+from gradpaths import analysis as A
+
+
+def shard_seeds(tree):
+    """Splits the leading (seed) axis over the devices when there are several and it divides."""
+    devices = jax.devices()
+    n = {leaf.shape[0] for leaf in jax.tree.leaves(tree)}
+    if len(devices) < 2 or len(n) != 1 or n.pop() % len(devices):
+        return tree
+    mesh = jax.sharding.Mesh(np.asarray(devices), ("seeds",))
+    return jax.device_put(tree, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seeds")))
+
+
+def draws(cell, key, n: int, n_i: int, n_b: int, n_t: int, dtype):
+    """n independent (params, xs [B, T, I] ~ N(0, 1), unit readout r [H]), stacked on a leading seed axis.
+
+    Drawn in their own jitted call, so a measurement compiles without a random generator.
+    """
+
+    def one(k):
+        kp, kx, kr = jax.random.split(k, 3)
+        r = jax.random.normal(kr, (cell.hidden_size,), dtype)
+        return cell.init(kp, n_i, dtype), jax.random.normal(kx, (n_b, n_t, n_i), dtype), r / jnp.linalg.norm(r)
+
+    return shard_seeds(jax.jit(jax.vmap(one))(jax.random.split(key, n)))
+
+
+def over_seeds_and(fn, data, values):
+    """jit(vmap(vmap(fn))) of fn(params, xs, r, value) over seeds (data's leading axis) × values: [seed, value, ...]."""
+    inner = jax.vmap(fn, (None, None, None, 0))
+    out = jax.jit(jax.vmap(inner, (0, 0, 0, None)))(*data, values)
+    return jax.tree.map(lambda v: np.asarray(v), out)
+
+
+def ci(x, stat: str = "median") -> S.Estimate:
+    """The statistic of per-seed values x and its 95 % bootstrap interval (non-finite seeds dropped)."""
+    a = np.asarray(x, float).ravel()
+    a = a[np.isfinite(a)]
+    return S.bootstrap_stat(a, stat=stat) if a.size else S.Estimate(np.nan, np.nan, np.nan, 0)
+
+
+def band(ax, x, y_SX, color, label, lw=1.6, ls="-"):
+    """Median line and 25-75 % band across seeds (rows of y_SX); entries ≤ 0 or not finite are dropped."""
+    y = np.where(np.isfinite(y_SX) & (y_SX > 0), y_SX, np.nan)
+    ax.plot(x, np.median(y, 0), color=color, lw=lw, ls=ls, label=label)
+    ax.fill_between(x, np.percentile(y, 25, 0), np.percentile(y, 75, 0), color=color, alpha=0.2, lw=0)
+
+
+# ----------------------------------------------------------------------------- the LSTM forget-bias sweep
+
+BIASES = (-2.0, 0.0, 1.0, 2.0, 3.0, 5.0)
+SETTINGS = tuple(f"b_f={b:g}" for b in BIASES) + ("chrono",)
+
+
+def sweep_sizes(args: C.Args) -> dict:
+    """Sizes of the forget-bias sweep. Always float64: at b_f = -2 the gradient 100 steps back is
+    ≈ σ(-2)^100 ≈ 1e-92, which float32 flushes to 0. The joint table costs O(T² K P) per network."""
+    n_t, n_h, n_b, max_hops = args.pick((40, 8, 2, 6), (120, 16, 2, 6), (500, 128, 16, 32))
+    return {
+        "T": n_t,
+        "H": n_h,
+        "B": n_b,
+        "I": 4,
+        "max_hops": max_hops,
+        "d_long": args.pick(20, 100, 250),
+        "d_at": args.pick(20, 100, 100),
+        "seeds": args.n_seeds(4, 6, 32),
+        "dtype": "float64",
+    }
+
+
+def _bias_measure(cell, params, xs, r, sz):
+    """The reductions of the joint table G_{d,k} that C5, C7 and distance_hops_map read."""
+    loss = lambda hs: A.readout_loss(hs, r, A.last_step(xs.shape[-2], xs.dtype))
+    d = gp.decompose(cell, params, xs, loss, max_hops=sz["max_hops"], parts=("distance_hops",))
+    g_DKP = A.flat_lead(d.by_distance_hops, 2)  # distance d = T-1-t for this last-step loss
+    ref = A.flat_lead(jax.grad(lambda p: loss(gp.unroll(cell, p, xs, backward="autodiff")))(params), 0)
+    return {
+        "norm_dk": jnp.linalg.norm(g_DKP, axis=-1),
+        "exact_err": jnp.linalg.norm(g_DKP.sum((0, 1)) - ref) / jnp.linalg.norm(ref),
+        "long": A.hop_class_stats(g_DKP[sz["d_long"] :].sum(0), ref),
+        "at": A.hop_class_stats(g_DKP[sz["d_at"]], ref),
+    }
+
+
+def lstm_bias_sweep(args: C.Args) -> tuple[dict, dict[str, dict]]:
+    """(sizes, {setting: measurements [seed, ...]}): an LSTM at init with the same weights for every b_f.
+
+    Each setting is cached under DIR/.lstm_bias_sweep/ keyed by a hash of the sizes, so the
+    three experiments that read it pay for it once and a changed configuration recomputes.
+    """
+    sz = sweep_sizes(args)
+    tag = hashlib.sha1(json.dumps(sz, sort_keys=True).encode()).hexdigest()[:10]
+    built: dict = {}
+
+    def compute(s):
+        if not built:
+            dtype = jnp.float64
+            cell = gp.lstm(sz["H"], forget_bias=0.0)
+            built["data"] = draws(cell, jax.random.key(5), sz["seeds"], sz["I"], sz["B"], sz["T"], dtype)
+            chrono = gp.lstm(sz["H"], chrono=sz["T"])
+            keys = jax.random.split(jax.random.key(6), sz["seeds"])
+            b_chrono = jax.jit(jax.vmap(lambda k: chrono.init(k, sz["I"], dtype)["b"]))(keys)
+            f_block = slice(sz["H"], 2 * sz["H"])
+            built["b"] = {s_: jnp.zeros_like(b_chrono).at[:, f_block].set(b) for s_, b in zip(SETTINGS, BIASES)}
+            built["b"]["chrono"] = b_chrono
+            built["f"] = jax.jit(jax.vmap(lambda p, x, r_, b: _bias_measure(cell, {**p, "b": b}, x, r_, sz)))
+        return built["f"](*built["data"], built["b"][s])
+
+    out = {}
+    for s in SETTINGS:
+        path = args.out / ".lstm_bias_sweep" / f"{args.scale}-{tag}-{s}.json"
+        out[s] = jax.tree.map(
+            lambda v: np.asarray(v, float),
+            C.cached(path, lambda s=s: compute(s)),
+            is_leaf=lambda v: isinstance(v, list),
+        )
+        C.progress(f"  LSTM forget-bias sweep: {s} done")
+    return sz, out
+
+
+def cases(verdicts: list[str]) -> str:
+    """One verdict from per-case verdicts (per g, per bias): NUANCED if some cases hold and some fail,
+    SUPPORTED if all hold, NOT SUPPORTED if all fail, INCONCLUSIVE otherwise (undecided cases, none opposed)."""
+    if not verdicts:
+        raise ValueError("cases needs at least one per-case verdict")
+    if C.SUPPORTED in verdicts and C.NOT_SUPPORTED in verdicts:
+        return C.NUANCED
+    if all(v == C.SUPPORTED for v in verdicts):
+        return C.SUPPORTED
+    return C.NOT_SUPPORTED if all(v == C.NOT_SUPPORTED for v in verdicts) else C.INCONCLUSIVE
