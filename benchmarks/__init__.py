@@ -3,4 +3,4 @@
 Each writes OUT/benchmarks/<name>.json and <name>.md (default OUT = results/).
 """
 
-NAMES = ("decompose_cost", "frameworks", "seeds", "scaling", "memory")
+NAMES = ("decompose_cost", "frameworks", "seeds", "scaling", "memory", "parallel")

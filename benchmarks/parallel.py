@@ -1,0 +1,116 @@
+"""Parallel (associative-scan) against sequential (lax.scan) unrolls of highway-only cells.
+
+At each T: ``jax.grad`` of mse(hs) through ``gp.unroll`` (sequential) and through
+``gradpaths.parallel.parallel_unroll`` (O(log T) depth), and the forward passes alone,
+timed side by side; the ratio is parallel ÷ sequential in the same rounds (below 1: the
+parallel form wins). The same script runs unchanged on a GPU.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+
+import gradpaths as gp
+from benchmarks import timing
+from gradpaths.cells import REGISTRY
+from gradpaths.parallel import parallel_unroll
+
+NAME = "parallel"
+FULL = {
+    "cells": ("mingru", "lru"),
+    "batch": 32,
+    "hidden": 128,
+    "inputs": 8,
+    "steps": (100, 1000, 10000),
+    "repeats": 5,
+    "budget_s": 20.0,
+}
+QUICK = {
+    "cells": ("mingru", "lru"),
+    "batch": 2,
+    "hidden": 8,
+    "inputs": 3,
+    "steps": (10, 20),
+    "repeats": 3,
+    "budget_s": 5.0,
+}
+SEQ, PAR = "sequential", "parallel"
+
+
+def point(name: str, batch: int, hidden: int, inputs: int, steps: int, repeats: int, budget_s: float) -> dict:
+    cell = REGISTRY[name](hidden)
+    params = cell.init(jax.random.key(0), inputs, jnp.float32)
+    xs = jax.random.normal(jax.random.key(1), (batch, steps, inputs), jnp.float32)
+    runs = {SEQ: lambda p: gp.unroll(cell, p, xs), PAR: lambda p: parallel_unroll(cell, p, xs)}
+    fns = {}
+    for kind, run in runs.items():
+        fns[f"{kind} fwd"] = jax.jit(run)
+        fns[f"{kind} fwd+bwd"] = jax.jit(jax.grad(lambda p, run=run: timing.mse(run(p))))
+    err = timing.rel_error(fns[f"{PAR} fwd"](params), fns[f"{SEQ} fwd"](params))
+    timed = timing.time_cases({k: (lambda f=f: f(params)) for k, f in fns.items()}, repeats, budget_s=budget_s)
+    ratios = {
+        what: timing.ratio(timed, f"{PAR} {what}", f"{SEQ} {what}")  # parallel ÷ sequential
+        for what in ("fwd", "fwd+bwd")
+    }
+    return {"ms": {k: t["ms"] for k, t in timed.items()}, "parallel_over_sequential": ratios, "rel_error_fwd": err}
+
+
+def run(config: dict, repeats: int) -> dict:
+    rows = []
+    for name in config["cells"]:
+        for steps in config["steps"]:
+            res = point(name, config["batch"], config["hidden"], config["inputs"], steps, repeats, config["budget_s"])
+            rows.append({"cell": name, "steps": steps, **res})
+            r = res["parallel_over_sequential"]
+            print(
+                f"{name} T={steps}: parallel ÷ sequential fwd {r['fwd']['median']:.2f}×, "
+                f"fwd+bwd {r['fwd+bwd']['median']:.2f}×",
+                flush=True,
+            )
+    return {"config": config, "rows": rows}
+
+
+def markdown(result: dict) -> str:
+    c = result["config"]
+    body = (
+        f"Cells {', '.join(c['cells'])}: B={c['batch']}, H={c['hidden']}, I={c['inputs']}, float32, loss mse(hs). "
+        "Ratio = parallel ÷ sequential (below 1: the associative scan wins).\n\n"
+    )
+    table = [
+        [
+            r["cell"],
+            r["steps"],
+            timing.fmt_ms(r["ms"][f"{SEQ} fwd"]),
+            timing.fmt_ms(r["ms"][f"{PAR} fwd"]),
+            timing.fmt_ratio(r["parallel_over_sequential"]["fwd"]),
+            timing.fmt_ms(r["ms"][f"{SEQ} fwd+bwd"]),
+            timing.fmt_ms(r["ms"][f"{PAR} fwd+bwd"]),
+            timing.fmt_ratio(r["parallel_over_sequential"]["fwd+bwd"]),
+            f"{r['rel_error_fwd']:.1e}",
+        ]
+        for r in result["rows"]
+    ]
+    header = [
+        "cell",
+        "T",
+        "seq fwd ms",
+        "par fwd ms",
+        "fwd ratio",
+        "seq fwd+bwd ms",
+        "par fwd+bwd ms",
+        "ratio",
+        "rel err",
+    ]
+    return body + timing.markdown_table(header, table)
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    return timing.run_main(sys.modules[__name__], "Parallel scans against sequential", argv)
+
+
+if __name__ == "__main__":
+    main()
