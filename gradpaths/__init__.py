@@ -1,7 +1,10 @@
 """gradpaths: exact path decompositions of recurrent-network gradients."""
 
 from gradpaths import interop, tasks, train  # interop imports flax and torch only when called
-from gradpaths.cells import GRU, LSTM, MGU, RNN, Cell, HState, LSTMState, gru, irnn, lstm, mgu, rnn
+from gradpaths import cells
+from gradpaths.cells import *  # noqa: F403  (every cell family and its constructors)
+from gradpaths.cells import REGISTRY, CellProtocol, Stack, stack
+from gradpaths.check import check_cell
 from gradpaths.decompose import Decomposition, decompose, masked_grad
 from gradpaths.spectra import DecayFit, edge_jacobians, fit_decay_rate, lyapunov_exponents
 from gradpaths.unroll import unroll, unroll_states
@@ -19,8 +22,7 @@ def __getattr__(name: str):
 __version__ = "0.1.0"
 
 __all__ = [
-    "Cell", "RNN", "LSTM", "GRU", "MGU", "LSTMState", "HState",
-    "rnn", "irnn", "lstm", "gru", "mgu",
+    *cells.__all__, "cells", "CellProtocol", "Stack", "stack", "check_cell",
     "unroll", "unroll_states", "decompose", "masked_grad", "Decomposition",
     "edge_jacobians", "lyapunov_exponents", "fit_decay_rate", "DecayFit",
     "interop", "plots", "tasks", "train",

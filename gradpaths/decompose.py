@@ -30,8 +30,18 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradpaths.cells import Cell
-from gradpaths.unroll import Forward, check_scales, contract, forward, reverse, to_batch_major, unroll
+from gradpaths import engine
+from gradpaths.unroll import (
+    Forward,
+    check_cell_members,
+    check_hop_edges,
+    check_scales,
+    forward,
+    is_affine,
+    outputs_TB,
+    to_batch_major,
+    unroll,
+)
 
 PARTS = ("step", "distance", "hops", "state", "distance_hops")
 DEFAULT_PARTS = ("step", "distance", "hops", "state")
@@ -43,11 +53,12 @@ class Decomposition(NamedTuple):
     Attributes:
       total: like params; equals jax.grad of the loss.
       by_step: like params, leading axis [T]: the gradient through θ's use at step t.
-      by_distance: like params, leading axis [T]: d = 0..T-1 (loss time - use time).
+      by_distance: like params, leading axis [T] (d = 0..T-1, loss time - use time), or
+        [D + 1] with ``max_distance=D`` (the last bucket collects d ≥ D).
       by_hops: like params, leading axis [K+1]: paths crossing k hop edges (last: k ≥ K).
       state_grads: like the cell state, leading axes [T, K+1] then the batch axes:
         dL/ds_t carried by each hop class.
-      by_distance_hops: like params, leading axes [T, K+1]: the joint table.
+      by_distance_hops: like params, leading axes [distance, K+1]: the joint table.
       loss: the loss value.
       finite: whether the loss and every gradient in here are finite.
     """
@@ -62,11 +73,17 @@ class Decomposition(NamedTuple):
     finite: jax.Array | None = None
 
 
-def _check_options(max_hops: Any, parts: Any) -> tuple[str, ...]:
-    if isinstance(max_hops, bool) or not isinstance(max_hops, int):
-        raise TypeError(f"max_hops must be an int >= 0, got {type(max_hops).__name__} {max_hops!r}")
-    if max_hops < 0:
-        raise ValueError(f"max_hops must be an int >= 0, got {max_hops}")
+def _check_int(name: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int >= {low}, got {type(value).__name__} {value!r}")
+    if value < low:
+        raise ValueError(f"{name} must be an int >= {low}, got {value}")
+
+
+def _check_options(max_hops: Any, parts: Any, max_distance: Any) -> tuple[str, ...]:
+    _check_int("max_hops", max_hops, 0)
+    if max_distance is not None:
+        _check_int("max_distance", max_distance, 1)
     if isinstance(parts, str) or not isinstance(parts, Sequence):
         raise TypeError(f"parts must be a tuple of names from {PARTS}, got {parts!r}")
     unknown = [p for p in parts if p not in PARTS]
@@ -75,32 +92,35 @@ def _check_options(max_hops: Any, parts: Any) -> tuple[str, ...]:
     return tuple(parts)
 
 
-def loss_and_seeds(cell: Cell, fwd: Forward, batch_shape, loss_fn: Callable):
+def loss_and_seeds(cell, fwd: Forward, batch_shape, loss_fn: Callable):
     """The loss and the loss seeds ∂L/∂s_t (direct, through h_t only) [T, B, ...]."""
-    hs_TB = cell.output(fwd.states)
+    hs_TB, out_vjp = jax.vjp(lambda s: outputs_TB(cell, s), fwd.states)
     hs = to_batch_major(hs_TB, batch_shape)
     out = jax.eval_shape(loss_fn, hs)
     if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != ():
         shape = getattr(out, "shape", type(out).__name__)
         raise ValueError(f"loss_fn must return a scalar, got {shape} for hs of shape {hs.shape}")
     loss, dhs = jax.value_and_grad(loss_fn)(hs)
-    dh_TB = jnp.swapaxes(dhs.reshape(-1, *hs_TB.shape[:1], hs_TB.shape[-1]), 0, 1)
-    _, out_vjp = jax.vjp(cell.output, fwd.states)
+    dh_TB = jnp.swapaxes(dhs.reshape(-1, *hs_TB.shape[:1], *hs_TB.shape[2:]), 0, 1)
     (seeds,) = out_vjp(dh_TB.astype(hs_TB.dtype))
     return loss, seeds
 
 
-def _by_bucket(cell: Cell, x_TBI, m_TBH, du_TBKN, da_TBKN) -> dict[str, jax.Array]:
+def _by_bucket(cell, x_TBI, m_TBH, du_TBKN, da_TBKN) -> dict[str, jax.Array]:
     """G^[k] for every bucket k as one GEMM each: the K1 buckets ride along the output width,
     [(t b), i]ᵀ [(t b), (k n)] -> [k, i, n], so (t, b) is contracted once for all buckets."""
     n_t, b, k1, n = du_TBKN.shape
     wide = lambda v: v.reshape(n_t, b, k1 * n)
-    g = contract(cell, x_TBI, m_TBH, wide(du_TBKN), wide(da_TBKN), "tbi,tbn->in")
+    g = engine.contract(cell, x_TBI, m_TBH, wide(du_TBKN), wide(da_TBKN), "tbi,tbn->in")
     return jax.tree.map(lambda v: jnp.moveaxis(v.reshape(*v.shape[:-1], k1, n), -2, 0), g)
 
 
+def _sum(tree, axes):
+    return jax.tree.map(lambda g: g.sum(axes), tree)
+
+
 def decompose(
-    cell: Cell,
+    cell,
     params,
     xs: jax.Array,
     loss_fn: Callable[[jax.Array], jax.Array],
@@ -108,16 +128,21 @@ def decompose(
     max_hops: int = 8,
     parts: Sequence[str] = DEFAULT_PARTS,
     state0=None,
+    hop_edges: Sequence[str] | None = None,
+    max_distance: int | None = None,
 ) -> Decomposition:
     """Splits dL/dθ of ``loss_fn(unroll(cell, params, xs))`` exactly into parts.
 
     Args:
-      cell, params: the cell and its parameters.
+      cell, params: any protocol cell and its parameters.
       xs: inputs [T, I] or batch-major [..., T, I]; the loss sums over the batch as it likes.
       loss_fn: hs [..., T, H] -> scalar.
       max_hops: K; hop classes 0..K-1 are exact counts, class K collects k ≥ K.
       parts: any of "step", "distance", "hops", "state", "distance_hops".
       state0: initial state (zeros if None).
+      hop_edges: the edges whose crossings count as hops (default ``cell.hop_edges``).
+      max_distance: D; distances 0..D-1 are exact and bucket D collects d ≥ D, so the
+        distance parts cost O(T·D) instead of O(T²). None: every distance 0..T-1.
 
     Returns:
       A ``Decomposition``. Every part sums (over its leading axes) to ``total``.
@@ -127,40 +152,37 @@ def decompose(
       >>> d = gp.decompose(cell, params, xs, lambda hs: hs[-1].sum(), max_hops=2)
       >>> jax.tree.map(lambda g: g.sum(0), d.by_hops)   # == d.total
     """
-    parts = _check_options(max_hops, parts)
-    fwd, batch_shape = forward(cell, params, xs, state0, save_vjp=True)
+    parts = _check_options(max_hops, parts, max_distance)
+    check_cell_members(cell)
+    hops = cell.hop_edges if hop_edges is None else check_hop_edges(cell, hop_edges)
+    fwd, batch_shape = forward(cell, params, xs, state0)
     loss, seeds = loss_and_seeds(cell, fwd, batch_shape, loss_fn)
+    n_t = fwd.x_TBI.shape[0]
+    n_d, tail = (n_t, False) if max_distance is None or max_distance >= n_t - 1 else (max_distance + 1, True)
     k1 = max_hops + 1
     want = set(parts)
+    joint = "distance_hops" in want
     res: dict[str, Any] = {}
+    rev = _affine if is_affine(cell) else _generic
 
     if want & {"distance", "distance_hops"}:
-        joint = "distance_hops" in want
-        g_dk, _, _ = reverse(cell, params, fwd, seeds, k1 if joint else 1, by_distance=True)
+        g_dk, _, _ = rev(cell, params, fwd, seeds, hops, k1 if joint else 1, n_d, tail, False, False)
         if joint:
             res["by_distance_hops"] = g_dk
         if "distance" in want:
-            res["by_distance"] = jax.tree.map(lambda g: g.sum(1), g_dk)
-        res["total"] = jax.tree.map(lambda g: g.sum((0, 1)), g_dk)
+            res["by_distance"] = _sum(g_dk, 1)
+        res["total"] = _sum(g_dk, (0, 1))
 
     if want & {"step", "hops", "state"} or "total" not in res:
         split = bool(want & {"hops", "state"})
-        _, (du, da, lam), _ = reverse(cell, params, fwd, seeds, k1 if split else 1, keep_state="state" in want)
-        da = du if da is None else da
-        x, m = fwd.x_TBI, fwd.m_TBH
+        g_k, g_t, lam = rev(cell, params, fwd, seeds, hops, k1 if split else 1, 1, False, "step" in want, "state" in want)
         if "hops" in want:
-            res["by_hops"] = _by_bucket(cell, x, m, du, da)
+            res["by_hops"] = g_k
         if "state" in want:
-            res["state_grads"] = jax.tree.map(lambda v: v.reshape(*v.shape[:2], *batch_shape, v.shape[-1]), lam)
-        du_t, da_t = du.sum(2), da.sum(2)
+            res["state_grads"] = jax.tree.map(lambda v: v.reshape(*v.shape[:2], *batch_shape, *v.shape[3:]), lam)
         if "step" in want:
-            res["by_step"] = contract(cell, x, m, du_t, da_t, "tbi,tbn->tin")
-        if "hops" in want:
-            res["total"] = jax.tree.map(lambda g: g.sum(0), res["by_hops"])
-        elif "step" in want:
-            res["total"] = jax.tree.map(lambda g: g.sum(0), res["by_step"])
-        else:
-            res["total"] = contract(cell, x, m, du_t, da_t, "tbi,tbn->in")
+            res["by_step"] = g_t
+        res["total"] = _sum(g_k, 0)
 
     finite = jnp.isfinite(loss)
     for leaf in jax.tree.leaves(res):
@@ -168,8 +190,27 @@ def decompose(
     return Decomposition(loss=loss, finite=finite, **res)
 
 
+def _generic(cell, params, fwd, seeds, hops, n_hops, n_d, tail, per_step, keep_state):
+    """(G [n_d, K1, ...], or [K1, ...] when n_d = 1; G_t [T, ...] or None; λ or None)."""
+    g, g_t, lam = engine.generic_reverse(cell, params, fwd, seeds, {}, hops, n_hops, n_d, tail, per_step, keep_state)
+    return (g if n_d > 1 else _sum(g, 0)), g_t, lam
+
+
+def _affine(cell, params, fwd, seeds, hops, n_hops, n_d, tail, per_step, keep_state):
+    """The fast path, with the same outputs as ``_generic``."""
+    g, outs, _ = engine.affine_reverse(cell, params, fwd, seeds, hops, n_hops, n_d, tail, keep_state)
+    if n_d > 1:
+        return g, None, None
+    du, da, lam = outs
+    da = du if da is None else da
+    x, m = fwd.x_TBI, fwd.m_TBH
+    g_k = _by_bucket(cell, x, m, du, da)
+    g_t = engine.contract(cell, x, m, du.sum(2), da.sum(2), "tbi,tbn->tin") if per_step else None
+    return g_k, g_t, lam
+
+
 def masked_grad(
-    cell: Cell,
+    cell,
     params,
     xs: jax.Array,
     loss_fn: Callable,
@@ -185,5 +226,6 @@ def masked_grad(
     the hand-built reverse scan that ``decompose`` uses, so the identity is a real check;
     ``backward="custom"`` is faster.
     """
+    check_cell_members(cell)
     check_scales(cell, scales)
     return jax.grad(lambda p: loss_fn(unroll(cell, p, xs, state0, scales, backward=backward)))(params)

@@ -8,7 +8,7 @@ task's (``tasks.loss_and_accuracy``). One training step, with per-step data from
     g = ∇_{θ, W, b}\\,\\mathcal{L},\\qquad g ← g \\min(1, c / ‖g‖)\\ \\text{(if clip\\_norm = c)},\\qquad
     (θ, W, b) ← \\mathrm{optax}(g)
 
-h-detach (Kanuparthi et al. 2019) scales the gradient through the ``gates`` edge by
+h-detach (Kanuparthi et al. 2019) scales the gradient through the cell's hop edges (the LSTM's ``gates``) by
 α_t ~ Bernoulli(1 - p) at each step t (one mask per training step, shared by the
 batch); the forward pass is unchanged. A seed whose loss or gradient is non-finite
 is marked diverged at that step; its parameters freeze and later steps are left out
@@ -42,7 +42,6 @@ from gradpaths import cells, tasks
 from gradpaths.decompose import decompose
 from gradpaths.unroll import unroll
 
-CELLS = ("rnn", "irnn", "lstm", "gru", "mgu")
 OPTIMIZERS = {"adam": optax.adam, "rmsprop": optax.rmsprop, "sgd": optax.sgd}
 DTYPES = {"float32": jnp.float32, "float64": jnp.float64}
 
@@ -53,15 +52,14 @@ class TrainConfig:
 
     Attributes:
       task, T: ``tasks.make(task, T)``.
-      cell: one of CELLS. hidden_size: H.
+      cell: a name in ``gradpaths.cells.REGISTRY``. hidden_size: H.
       forget_bias, forget_gate, chrono: LSTM options. activation: RNN only.
       recurrent_init: None for the cell's default. recurrent_scale: g.
       batch_size, steps, segment: steps run in segments of ``segment`` (divides steps).
       optimizer: "adam" | "rmsprop" | "sgd"; lr; clip_norm: None for no clipping.
-      h_detach: p, the probability of blocking the ``gates`` edge at each step.
-      decompose_every: N (0: never; divides segment). probe_batch: its batch size. The
-        distance split makes a probe cost O(T² · probe_batch · H²): on 2 CPU cores about
-        40 training steps at H=32, T=50 but about 200 at H=64, T=200.
+      h_detach: p, the probability of blocking the hop edges (LSTM: ``gates``) at each step.
+      decompose_every: N (0: never; divides segment). probe_batch: its batch size. A probe's
+        distance split uses ``max_distance=long_range + 1``, so it costs O(T · d_0), not O(T²).
       max_hops: K for the highway share. long_range: d_0 for the long-range share.
       dtype: "float32" | "float64".
     """
@@ -101,7 +99,7 @@ class TrainConfig:
                 "decompose_every must divide segment, got "
                 f"decompose_every={self.decompose_every}, segment={self.segment}"
             )
-        _check_choice("cell", self.cell, CELLS)
+        _check_choice("cell", self.cell, tuple(cells.REGISTRY))
         _check_choice("optimizer", self.optimizer, tuple(OPTIMIZERS))
         _check_choice("dtype", self.dtype, tuple(DTYPES))
         if not isinstance(self.lr, (int, float)) or not self.lr > 0:
@@ -110,14 +108,8 @@ class TrainConfig:
             raise ValueError(f"clip_norm must be None or a number > 0, got {self.clip_norm!r}")
         if not isinstance(self.h_detach, (int, float)) or not 0.0 <= self.h_detach <= 1.0:
             raise ValueError(f"h_detach must be a probability in [0, 1], got {self.h_detach!r}")
-        if self.h_detach and self.cell in ("rnn", "irnn"):
-            raise ValueError(f"h_detach needs a cell with a 'gates' edge (lstm, gru, mgu), got cell={self.cell!r}")
-        if self.chrono is not None and self.cell != "lstm":
-            raise ValueError(f"chrono initialisation is for cell='lstm', got cell={self.cell!r}")
-        if self.activation != "tanh" and self.cell != "rnn":
-            raise ValueError(f"activation is an option of cell='rnn', got cell={self.cell!r}")
-        if (not self.forget_gate and self.cell != "lstm") or (self.recurrent_init and self.cell == "irnn"):
-            raise ValueError(f"forget_gate is an lstm option and irnn fixes recurrent_init; got cell={self.cell!r}")
+        if not make_cell(self).hop_edges and self.h_detach:
+            raise ValueError(f"h_detach blocks a cell's hop edges, and cell={self.cell!r} has none")
         if self.dtype == "float64" and not jax.config.jax_enable_x64:
             raise ValueError("dtype='float64' needs jax_enable_x64")
 
@@ -134,24 +126,18 @@ def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
 
 
-def make_cell(config: TrainConfig) -> cells.Cell:
-    """The cell the config describes."""
-    kw = {"recurrent_scale": config.recurrent_scale}
-    if config.recurrent_init is not None and config.cell != "irnn":
-        kw["recurrent_init"] = config.recurrent_init
-    if config.cell == "lstm":
-        return cells.lstm(
-            config.hidden_size,
-            forget_bias=config.forget_bias,
-            forget_gate=config.forget_gate,
-            chrono=config.chrono,
-            **kw,
-        )
-    if config.cell == "rnn":
-        return cells.rnn(config.hidden_size, activation=config.activation, **kw)
-    if config.cell == "irnn":
-        return cells.irnn(config.hidden_size, recurrent_scale=config.recurrent_scale)
-    return {"gru": cells.gru, "mgu": cells.mgu}[config.cell](config.hidden_size, **kw)
+_CELL_OPTIONS = ("forget_bias", "forget_gate", "chrono", "activation", "recurrent_init", "recurrent_scale")
+
+
+def make_cell(config: TrainConfig):
+    """The cell the config describes: ``cells.REGISTRY[config.cell](hidden_size, **options)``,
+    passing only the cell options that differ from TrainConfig's defaults."""
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    options = {k: getattr(config, k) for k in _CELL_OPTIONS if getattr(config, k) != defaults[k]}
+    try:
+        return cells.REGISTRY[config.cell](config.hidden_size, **options)
+    except TypeError as e:
+        raise ValueError(f"cell={config.cell!r} does not take the option(s) {sorted(options)}: {e}") from e
 
 
 class TrainState(NamedTuple):
@@ -213,7 +199,7 @@ class Trainer(NamedTuple):
     loss_and_grad: Callable
     probe: Callable[[TrainState], tuple[jax.Array, jax.Array, jax.Array]]
     task: tasks.Task
-    cell: cells.Cell
+    cell: Any
 
 
 def _global_norm(tree) -> jax.Array:
@@ -264,7 +250,7 @@ def _make_trainer(config: TrainConfig) -> Trainer:
         scales = None
         if config.h_detach:
             keep = jax.random.bernoulli(key, 1.0 - h_detach, (n_t,))
-            scales = {"gates": keep.astype(dtype)}
+            scales = {e: keep.astype(dtype) for e in cell.hop_edges}
         return jax.value_and_grad(loss_fn, has_aux=True)(params, batch, scales)
 
     def train_step(state, _):
@@ -306,6 +292,7 @@ def _make_trainer(config: TrainConfig) -> Trainer:
             probe_loss,
             max_hops=config.max_hops,
             parts=("hops", "distance"),
+            max_distance=config.long_range + 1,  # the last bucket collects d > long_range: O(T·d_0)
         )
         total = _global_norm(d.total)
         far = jax.tree.map(lambda g: g[config.long_range + 1 :].sum(0), d.by_distance)

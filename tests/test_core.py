@@ -9,15 +9,15 @@ import pytest
 from jax.test_util import check_grads
 
 import gradpaths as gp
+from readme_cell import readme_cell
 
 T, H, I, B = 6, 4, 3, 2
-CELLS = {
-    "rnn": gp.rnn(H),
+# Every registered cell, a few variants, a stack of mixed cells, and the cell the README defines.
+CELLS = {name: make(H) for name, make in gp.REGISTRY.items()} | {
     "rnn_relu": gp.rnn(H, activation="relu", recurrent_init="orthogonal"),
-    "lstm": gp.lstm(H),
     "lstm_nofg": gp.lstm(H, forget_gate=False),
-    "gru": gp.gru(H),
-    "mgu": gp.mgu(H),
+    "stack": gp.stack([gp.lstm(H), gp.gru(H)]),
+    "readme": readme_cell(H),
 }
 LOSSES = {
     "last": lambda hs: hs[..., -1, :].sum(),
@@ -111,15 +111,15 @@ def test_every_part_sums_to_grad(name, dtype):
             assert rel(value, ref) <= TOL[dtype], (loss, part, rel(value, ref))
         assert all(x.dtype == jnp.dtype(dtype) for x in jax.tree.leaves((d.total, d.by_hops, d.state_grads)))
         assert bool(d.finite)
-    params = setup(name, dtype)[1]
-    assert d.by_step["W_h"].shape == (T, *params["W_h"].shape)
-    assert d.by_distance["W_x"].shape == (T, *params["W_x"].shape)
-    assert d.by_hops["b"].shape == (T + 1, *params["b"].shape)
-    assert d.by_distance_hops["b"].shape == (T, T + 1, *params["b"].shape)
-    assert d.state_grads.h.shape == (T, T + 1, B, H)
+    cell, params, _ = setup(name, dtype)
+    shapes = lambda tree, lead: jax.tree.leaves(jax.tree.map(lambda g, p: g.shape == (*lead, *p.shape), tree, params))
+    assert all(shapes(d.by_step, (T,)) + shapes(d.by_distance, (T,)) + shapes(d.by_hops, (T + 1,)))
+    assert all(shapes(d.by_distance_hops, (T, T + 1)))
+    state = cell.zero_state((), dtype)
+    assert jax.tree.map(lambda v: v.shape, d.state_grads) == jax.tree.map(lambda v: (T, T + 1, B, *v.shape), state)
 
 
-@pytest.mark.parametrize("name", ["rnn", "lstm", "gru", "mgu"])
+@pytest.mark.parametrize("name", [n for n, c in CELLS.items() if c.hop_edges])
 def test_alpha_polynomial_identity_float64(name):
     """masked_grad with hop scale α equals Σ_k α^k by_hops[k] when no bucket clamps (K = T)."""
     for alpha in (0.0, 0.37, 1.0, -1.3):
@@ -162,7 +162,7 @@ def test_state_grads_sum_to_the_full_state_adjoint():
     def perturbed_loss(dh_T, dc_T):
         def step(s, inp):
             x, dh, dc = inp
-            s = cell.step(params, s, x)
+            s = cell.step(params, cell.read(s), x)
             s = gp.LSTMState(s.h + dh, s.c + dc)
             return s, s.h
 
@@ -199,7 +199,7 @@ def test_scan_matches_python_loop(name):
     s = cell.zero_state((), jnp.float64)
     hs = []
     for t in range(T):
-        s = cell.step(params, s, xs[t])
+        s = cell.step(params, cell.read(s), xs[t])
         hs.append(cell.output(s))
     np.testing.assert_allclose(gp.unroll(cell, params, xs), jnp.stack(hs), rtol=1e-13, atol=1e-14)
 
@@ -348,7 +348,7 @@ def test_bad_call_arguments_raise():
         gp.unroll(gp.lstm(H + 1), params, xs)
     with pytest.raises(TypeError, match="params must be"):
         gp.unroll(cell, [params["W_x"]], xs)
-    with pytest.raises(TypeError, match="Cell"):
+    with pytest.raises(TypeError, match="cell needs"):
         gp.unroll("lstm", params, xs)
     with pytest.raises(ValueError, match=r"\[T\]"):
         gp.unroll(cell, params, xs, scales={"gates": jnp.ones(T + 1)})

@@ -217,8 +217,8 @@ def test_torch_stacked_layers_chain_float64():
         cell, params = from_torch(module, layer=k)
         hs = gp.unroll(cell, params, hs)
     assert _max_err(hs, out.detach().numpy()) < TOL
-    with pytest.raises(ValueError, match="2 stacked layers"):
-        from_torch(module)
+    whole, params = from_torch(module)  # no layer: the whole stack as one cell
+    assert _max_err(gp.unroll(whole, params, jnp.asarray(x_np)), out.detach().numpy()) < TOL
     with pytest.raises(ValueError, match="layer must be"):
         from_torch(module, layer=2)
 

@@ -27,7 +27,7 @@ def _full_jacobians(cell, params, xs):
     _, unravel = ravel_pytree(s0)
 
     def jac(p, x):
-        return jax.jacfwd(lambda s: ravel_pytree(cell.step(params, unravel(s), x))[0])(ravel_pytree(p)[0])
+        return jax.jacfwd(lambda s: ravel_pytree(cell.step(params, cell.read(unravel(s)), x))[0])(ravel_pytree(p)[0])
 
     return jax.jit(jax.vmap(jac))(prev, xs)
 

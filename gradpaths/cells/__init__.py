@@ -22,7 +22,10 @@ from gradpaths.cells.classic import (
     mgu,
     rnn,
 )
+from gradpaths.cells.protocol import CellProtocol
+from gradpaths.cells.stack import Stack, stack
 from gradpaths.cells.gated_linear import LRU, LinearRecurrence, MinGRU, MinLSTM, lru, mingru, minlstm  # noqa: F401
+from gradpaths.cells.ssm import RGLRU, S6, MambaBlock, MambaState, S6State, mamba, rglru, s6  # noqa: F401
 from gradpaths.cells.xlstm import MLSTM, SLSTM, MLSTMState, SLSTMState, mlstm, slstm  # noqa: F401
 from gradpaths.cells.lstm_variants import LayerNormLSTM, PeepholeLSTM, layer_norm_lstm, peephole_lstm  # noqa: F401
 

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradpaths.cells import LSTM, Cell, HState, LSTMState, gru, lstm, mgu, rnn
+from gradpaths.cells import LSTM, Cell, HState, LSTMState, gru, lstm, mgu, rnn, stack
 
 TORCH_KINDS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
 _GATES = {"lstm": 4, "gru": 3, "mgu": 2, "rnn_tanh": 1, "rnn_relu": 1, "rnn_sigmoid": 1, "rnn_linear": 1}
@@ -313,11 +313,6 @@ def _torch_layer_keys(sd: Mapping[str, Any], layer: int | None) -> str:
     if n_layers == 0:
         raise ValueError(f"a torch RNN state dict needs 'weight_ih_l0' (or 'weight_ih'); got keys {sorted(sd)}")
     if layer is None:
-        if n_layers > 1:
-            raise ValueError(
-                f"the module has {n_layers} stacked layers; import one at a time with layer=0..{n_layers - 1} "
-                "and feed each layer's outputs to the next"
-            )
         layer = 0
     if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < n_layers:
         raise ValueError(f"layer must be an int in 0..{n_layers - 1}, got {layer!r}")
@@ -338,8 +333,10 @@ def from_torch(
     n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn)), so b_hn stays in b_h's n block and
     b's n block is b_in alone. ``bias=False`` gives zero biases.
 
-    Stacked layers: pass ``layer=k``; run layer k on layer k-1's outputs (dropout
-    between layers is a training-time option and is not modelled). gradpaths is
+    Stacked layers: a module or state dict with L > 1 layers gives the whole stack,
+    ``gp.stack([...])`` with params one pytree per layer (edges "0.highway", "1.gates", ...);
+    ``layer=k`` gives layer k alone. Dropout between layers is a training-time option
+    and is not modelled. gradpaths is
     batch-major, as ``batch_first=True``; swap axes 0 and 1 of time-major inputs.
 
     Args:
@@ -347,7 +344,7 @@ def from_torch(
       kind: "lstm", "gru", "rnn_tanh" or "rnn_relu". Inferred from a module, and
         from a state dict's shapes (4H rows: lstm, 3H: gru); a plain RNN's state dict
         needs it, since its weights do not tell tanh from relu.
-      layer: which layer of a stacked module; needed when there is more than one.
+      layer: which layer of a stacked module; None (default) imports them all as a stack.
 
     Returns:
       ``(cell, params)``; params take the weights' dtype.
@@ -367,6 +364,10 @@ def from_torch(
             "from_torch takes a torch RNN module or a state dict (mapping of arrays), "
             f"got {type(module_or_state_dict).__name__}"
         )
+    n_layers = sum(1 for k in sd if k.startswith("weight_ih_l"))
+    if layer is None and n_layers > 1:  # the whole stack: gp.stack of the layers, params one per layer
+        layers = [from_torch(sd, kind=kind or module_kind, layer=k) for k in range(n_layers)]
+        return stack([c for c, _ in layers]), tuple(p for _, p in layers)
     sfx = _torch_layer_keys(sd, layer)
     w_ih, w_hh = sd.get(f"weight_ih{sfx}"), sd.get(f"weight_hh{sfx}")
     if w_ih is None or w_hh is None or w_ih.ndim != 2 or w_hh.ndim != 2 or w_hh.shape[0] % max(w_hh.shape[1], 1):
