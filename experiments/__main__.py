@@ -2,8 +2,10 @@
 
     python -m experiments [--quick | --scale full] [--seeds N] [--out DIR] [--float64] [--only C1,C4] [--fresh]
 
-Finished experiments (a results.json at the same scale, seeds and dtype) are reused,
-so an interrupted run resumes; ``--fresh`` recomputes everything.
+Finished experiments (a results.json at the same scale, seeds and dtype, written by the
+same code: ``_common.code_version``, a hash of the experiment module, the shared
+experiment modules and the gradpaths sources) are reused, so an interrupted run
+resumes; results that older code wrote are recomputed; ``--fresh`` recomputes everything.
 """
 
 from __future__ import annotations
@@ -69,7 +71,8 @@ def reuse(args: C.Args, name: str) -> C.Outcome | None:
         return None
     r = json.loads(path.read_text())
     if (
-        r.get("scale") != args.scale
+        r.get("code_version") != C.code_version(name)
+        or r.get("scale") != args.scale
         or r.get("float64") != args.float64
         or (args.seeds and r.get("seeds") != args.seeds)
     ):
@@ -99,7 +102,7 @@ def report(args: C.Args, outcomes: list[C.Outcome], failures: dict[str, str], wa
         f"| {o.name} | {cell(o.headline)} | {o.verdict} | [{o.figure}]({o.name}/{o.figure}) |" for o in extras
     )
     reps = [r for o in outcomes for r in o.reproductions]
-    agree = {True: "agree", False: "**disagree**", None: "undecided at this size"}
+    agree = {True: "agree", False: "**disagree**", None: "undecided at this size", C.NOT_RUN: C.NOT_RUN}
     rep_rows = "\n".join(
         f"| {r.source} | {r.setting} | {r.expected} | {r.measured} | {agree[r.agrees]} |" for r in reps
     )

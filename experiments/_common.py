@@ -80,7 +80,10 @@ class Reproduction(NamedTuple):
     setting: str
     expected: str
     measured: str
-    agrees: bool | None  # None: not decidable at this size
+    agrees: bool | None | str  # None: undecided at this size; NOT_RUN: the named setting was not run
+
+
+NOT_RUN = "not run at this scale"
 
 
 class Outcome(NamedTuple):
@@ -202,6 +205,32 @@ def write_json(path: Path, obj: Any) -> None:
     atomic_write(path, json.dumps(to_jsonable(obj), indent=1, allow_nan=False) + "\n")
 
 
+_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _hash_files(paths) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted(paths):
+        h.update(str(Path(f).relative_to(_ROOT)).encode())
+        h.update(Path(f).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def library_version() -> str:
+    """A hash of the gradpaths package sources: any change to the library changes it."""
+    return _hash_files((_ROOT / "gradpaths").rglob("*.py"))
+
+
+def code_version(name: str) -> str:
+    """A hash of the code that writes ``name``'s results: its module, the shared experiment
+    modules (files starting with "_") and the gradpaths sources."""
+    exp = _ROOT / "experiments"
+    files = [exp / f"{name}.py", *exp.glob("_*.py"), *(_ROOT / "gradpaths").rglob("*.py")]
+    return _hash_files([f for f in files if f.exists()])
+
+
 def environment() -> dict[str, Any]:
     """Package versions and the device, for results.json."""
     import jax
@@ -257,6 +286,7 @@ def write_outputs(
             "headline": outcome.headline,
             "scale": args.scale,
             "float64": args.float64,
+            "code_version": code_version(name),
             "config": config,
             "seeds": seeds,
             "environment": environment(),
@@ -304,6 +334,34 @@ def combine(verdicts: list[str]) -> str:
 def all_some_none(ok: list[bool]) -> str:
     """SUPPORTED if the criterion holds in every case, NUANCED in some, NOT SUPPORTED in none."""
     return SUPPORTED if all(ok) else (NUANCED if any(ok) else NOT_SUPPORTED)
+
+
+def band(ax, x, y_SK, color, label) -> None:
+    """Median over seeds (line) and the bootstrap 95% interval of the median (shaded) of y [seeds, K]."""
+    import numpy as np
+
+    from experiments import _stats as S
+
+    y = np.asarray(y_SK, float)
+    est = [S.bootstrap_stat(c[np.isfinite(c)]) if np.isfinite(c).any() else None for c in y.T]
+    nan = float("nan")
+    med = [e.value if e else nan for e in est]
+    ax.plot(x, med, color=color, lw=2, label=label)
+    ax.fill_between(x, [e.lo if e else nan for e in est], [e.hi if e else nan for e in est], color=color, alpha=0.2)
+
+
+def arm_dots(ax, j: int, values, color, interval=None) -> None:
+    """Seeds as dots at x = j, the median as a bar, and a 95% interval (default: bootstrap of the median)."""
+    import numpy as np
+
+    from experiments import _stats as S
+
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    ax.plot(np.full(v.size, j) + np.linspace(-0.12, 0.12, v.size), v, "o", color=color, alpha=0.5, ms=4)
+    if v.size:
+        e = interval or S.bootstrap_stat(v)
+        ax.errorbar([j + 0.22], [e.value], [[e.value - e.lo], [e.hi - e.value]], fmt="s", color="k", capsize=4)
 
 
 def fmt(x: float, digits: int = 3) -> str:

@@ -1,409 +1,254 @@
 """C8: success rate against the lag T for rnn, lstm and gru on the adding and copy tasks.
 
-Every cell is trained with the same recipe (Adam, clip_by_global_norm(1), the same H,
-batch and steps) on ``tasks.make(task, T)``, several seeds per (task, T, cell), all
-seeds of a point in one jitted ``vmap``. The outcome of a seed is its final loss
-ratio r = (mean loss over the last ``segment`` training steps) / (the task's no-memory
-baseline: 1/6 for adding, 10 ln 8 / (T+20) for copy). Success and failure are defined
-before any run:
+Every cell is trained with the same recipe (``_train.config``: Adam lr 1e-2, clip 1, the
+same H, batch and steps) on ``tasks.make(task, T)``, all seeds of a point in one call.
+A seed's outcome is r = (mean loss over the last segment) / (the task's no-memory
+baseline, ``Task.baseline``). Set before any run:
 
-- **success**: r < ``SUCCESS`` = 0.5. That is better than any model that remembers only
-  half of what the task needs: for adding, remembering one marked value exactly and
-  guessing the other (prediction U_1 + 1/2) has MSE Var(U_2) = 1/12 = baseline/2; for
-  copy, recalling 5 of the 10 symbols exactly leaves CE 5 ln 8 / (T+20) = baseline/2.
-  A seed that diverges (non-finite loss or gradient) fails.
-- **stays at the baseline**: the median r over seeds is ≥ ``STAY`` = 0.9 (under 10% gain).
+- **success**: r < ``SUCCESS`` = 0.5: better than any model that remembers only half
+  of what the task needs (adding: one value exactly and the other guessed, MSE 1/12 =
+  baseline/2; copy: 5 of 10 symbols, CE 5 ln 8 / (T+20) = baseline/2). A diverged seed fails.
+- per (task, T) and gated cell c ∈ {lstm, gru}: the difference of success rates
+  rate(c) − rate(rnn) with Newcombe's 95% interval; ``_stats.decide`` says SUPPORTED
+  when it lies above 0, NOT SUPPORTED below, INCONCLUSIVE otherwise (with the seeds
+  needed). A (task, T) combines its two cells (``combine_parts``: both → SUPPORTED,
+  one each way → NUANCED).
+- a task is SUPPORTED if some lag is; NUANCED if some lag is NUANCED; NOT SUPPORTED
+  if every lag is; INCONCLUSIVE otherwise. The claim combines the tasks the same way:
+  **a task that decides nothing makes the claim INCONCLUSIVE**, it is never skipped.
 
-Criterion (CLAIMS.md): the LSTM and GRU solve lags at which the RNN stays at the
-no-memory baseline. A (task, T) is a *gated win* when the success rate of both the
-LSTM and the GRU is ≥ 1/2 while the RNN stays at the baseline. SUPPORTED if every task
-has a gated win; NUANCED if some task has one but not every task, or if only one of
-LSTM/GRU solves a lag at which the RNN stays at the baseline; NOT SUPPORTED otherwise.
-A task on which no cell succeeds at any T (too few steps to solve it) decides nothing
-and is left out, and the headline says so; INCONCLUSIVE if no task is left.
-
-This module also holds ``train_point``, the cached seed-parallel training run that
-c6_clipping and c9_irnn share (c9_irnn reuses this module's adding runs).
+Reproductions at ``--scale full`` (the published settings; at smaller scales "not run
+at this scale"): Arjovsky et al. 2016 copy T = 100, 200 (RNN 80 hidden, LSTM 40,
+RMSProp 1e-3, batch 20) against 10 ln 8 / (T+20); Hochreiter and Schmidhuber 1997, the
+noise-free long-lag task p = 100 (``tasks.make("longlag", 100)``), the LSTM without a forget
+gate (the 1997 cell) against the tanh RNN trained by BPTT, with this module's recipe.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import time
-from pathlib import Path
-
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from experiments import _common as C
-from experiments import sweep
-from gradpaths import train as gt
+from experiments import _stats as S
+from experiments import _train as TR
 
 CLAIM, NAME = "C8", "c8_lag"
 TITLE = "C8: success rate against lag T for rnn, lstm and gru on adding and copy"
-SUCCESS, STAY = 0.5, 0.9
+SUCCESS = 0.5
 CELLS = ("rnn", "lstm", "gru")
-TASKS = ("adding", "copy")
-
-
-# ----------------------------------------------------------------------------- shared training
-
-
-def train_point(
-    config: gt.TrainConfig, n_seeds: int, path: Path, *, base_seed: int = 0, w_h_scale=None, label: str = ""
-) -> dict:
-    """Trains ``n_seeds`` seeds of ``config`` together; the record is cached at ``path``.
-
-    Parameters are initialised eagerly (``vmap`` of the trainer's init, whose primitives
-    stay compiled across configs); the segments run through ``train.make_seeds``, one
-    compiled function per config, reused for every segment and by every module that
-    trains the same config. ``w_h_scale`` [n_seeds], if given, multiplies each seed's
-    W_h after initialisation, so one compiled trainer covers several recurrent scales
-    g (W_h = g·W_h(g=1) for every recurrent_init; the optimiser state at init does not
-    depend on the parameters' values).
-
-    Returns (and writes atomically) {"loss", "grad_norm", "clipped": [seeds][segments]
-    (None where a seed had diverged), "diverged_at": [seeds] (-1: never), "baseline",
-    "step": [segments], "w_h_scale", "wall_s", "config"}.
-    """
-    if isinstance(n_seeds, bool) or not isinstance(n_seeds, int) or n_seeds < 1:
-        raise ValueError(f"n_seeds must be an int >= 1, got {n_seeds!r}")
-    if w_h_scale is not None and np.shape(w_h_scale) != (n_seeds,):
-        raise ValueError(f"w_h_scale must have shape ({n_seeds},), got {np.shape(w_h_scale)}")
-
-    def compute():
-        C.progress(f"  {label or Path(path).stem}: {n_seeds} seeds x {config.steps} steps")
-        t0 = time.perf_counter()
-        trainer, runner = gt.make_trainer(config), gt.make_seeds(config)
-        states = jax.vmap(trainer.init)(jax.random.split(jax.random.key(base_seed), n_seeds))
-        if w_h_scale is not None:
-            cell = states.params["cell"]
-            g = jnp.asarray(w_h_scale, cell["W_h"].dtype)[:, None, None]
-            states = states._replace(params={**states.params, "cell": {**cell, "W_h": cell["W_h"] * g}})
-        segments = []
-        for _ in range(config.steps // config.segment):
-            states, metrics = runner.run_segment(states)
-            segments.append(jax.device_get(metrics))
-        stack = lambda f: np.stack([np.asarray(getattr(m, f), float) for m in segments], axis=1)
-        return {
-            "config": dataclasses.asdict(config),
-            "loss": stack("loss"),
-            "grad_norm": stack("grad_norm"),
-            "clipped": stack("clipped"),
-            "diverged_at": np.asarray(states.diverged_at),
-            "baseline": float(np.asarray(segments[0].baseline)[0]),
-            "step": np.arange(1, len(segments) + 1) * config.segment,
-            "w_h_scale": None if w_h_scale is None else np.asarray(w_h_scale, float),
-            "wall_s": time.perf_counter() - t0,
-        }
-
-    return C.cached(path, compute)
-
-
-def point_path(folder: Path, label: str, config: gt.TrainConfig, n_seeds: int) -> Path:
-    """``folder/<label>-<config hash>-<n>seeds.json``: a changed config never reuses a stale file."""
-    return Path(folder) / f"{label}-{sweep.point_name(config)}-{n_seeds}seeds.json"
-
-
-def final_ratio(record: dict) -> np.ndarray:
-    """Per seed: last-segment loss / baseline; NaN for a seed that diverged."""
-    loss = np.array([np.nan if row[-1] is None else row[-1] for row in record["loss"]], float)
-    loss[np.asarray(record["diverged_at"]) >= 0] = np.nan
-    return loss / record["baseline"]
-
-
-def success_rate(ratios) -> float:
-    """The fraction of seeds with r < SUCCESS (a diverged seed, NaN, fails)."""
-    r = np.asarray(ratios, float)
-    return float(np.mean(np.where(np.isfinite(r), r, np.inf) < SUCCESS))
-
-
-def median_ratio(ratios) -> float:
-    """Median r, a diverged seed counted as +inf."""
-    r = np.asarray(ratios, float)
-    return float(np.median(np.where(np.isfinite(r), r, np.inf)))
-
-
-# ----------------------------------------------------------------------------- C8
+ARJOVSKY = {"T": (100, 200), "H": {"rnn": 80, "lstm": 40}, "lr": 1e-3, "batch": 20}
 
 
 def sizes(args: C.Args) -> dict:
-    """Per-scale settings (measured: on 2 CPU cores an H=16 LSTM step, T=50, batch 32, takes ~3 ms a seed)."""
+    """Per-scale settings (measured on 2 loaded CPU cores: an H=16 LSTM step at T=50, batch 32, ~4 ms a seed)."""
     return {
-        "H": {"adding": args.pick(4, 16, 64), "copy": args.pick(4, 32, 128)},
-        "batch": args.pick(8, 32, 64),
-        "lr": 1e-2,
-        "T": {
-            "adding": args.pick((5,), (10, 50, 100), (50, 100, 200, 400)),
-            "copy": args.pick((), (10,), (10, 20, 50, 100)),
-        },
-        "steps": {"adding": args.pick(20, 600, 3000), "copy": args.pick(20, 1000, 10000)},
-        "segment": args.pick(10, 50, 100),
-        "seeds": args.n_seeds(2, 4, 16),
-        "cells": args.pick(("rnn", "lstm"), CELLS, CELLS),
+        "H": {"adding": args.pick(4, 16, 64), "copy": args.pick(4, 64, 128)},
+        "batch": {"adding": args.pick(8, 32, 64), "copy": args.pick(8, 16, 64)},
+        "T": {"adding": args.pick((5,), (50,), (50, 100, 200, 400)), "copy": args.pick((), (10,), (10, 20, 50))},
+        "steps": {"adding": args.pick(20, 600, 3000), "copy": args.pick(20, 2000, 10000)},
+        "segment": args.pick(10, 100, 100),
+        "seeds": args.n_seeds(2, 8, 16),
+        "arjovsky_steps": args.pick(0, 0, 20000),
     }
 
 
-def config(sz: dict, task: str, T: int, cell: str) -> gt.TrainConfig:
-    """The shared recipe (c9_irnn reuses these adding points)."""
-    return gt.TrainConfig(
+def config(args: C.Args, sz: dict, task: str, T: int, cell: str):
+    """The shared recipe (c9_irnn asks for the same adding points and so reuses them)."""
+    return TR.config(
+        args,
         task=task,
         T=T,
         cell=cell,
         hidden_size=sz["H"][task],
-        batch_size=sz["batch"],
+        batch_size=sz["batch"][task],
         steps=sz["steps"][task],
         segment=sz["segment"],
-        lr=sz["lr"],
-        clip_norm=1.0,
-        dtype=jnp.dtype(jnp.float32).name,
     )
 
 
-def run_grid(args: C.Args, sz: dict, task: str, cells=None) -> dict[int, dict[str, dict]]:
-    """{T: {cell: record}} for one task, cached under c8_lag/points (shared with c9_irnn)."""
-    folder = args.dir(NAME) / "points"
-    out = {}
-    for T in sz["T"][task]:
-        out[T] = {}
-        for cell in cells or sz["cells"]:
-            cfg = config(sz, task, T, cell)
-            path = point_path(folder, f"{task}-T{T}-{cell}", cfg, sz["seeds"])
-            out[T][cell] = train_point(cfg, sz["seeds"], path, label=f"C8 {task} T={T} {cell}")
-    return out
+def lag_decision(succ: dict[str, np.ndarray]) -> tuple[str, dict[str, S.Decision]]:
+    """One (task, T): per gated cell, decide(rate(cell) − rate(rnn)); combined over lstm and gru.
 
-
-def verdict(success: dict[str, dict[str, list[float]]], rnn_median: dict[str, list[float]]) -> str:
-    """The rule in the module docstring.
-
-    Args:
-      success: {task: {"rnn": [rate per T], "lstm": [...], "gru": [...]}}, rates in [0, 1].
-      rnn_median: {task: [the RNN's median final loss / baseline per T]}.
-
-    A task on which no cell succeeds at any T decides nothing (too few steps to solve
-    it) and is left out; INCONCLUSIVE if that leaves no task.
+    succ: {cell: bool per seed} for "rnn", "lstm", "gru".
     """
-    if not success or set(success) != set(rnn_median):
-        raise ValueError(
-            f"need the same tasks in success and rnn_median, got {sorted(success)} and {sorted(rnn_median)}"
-        )
-    wins, partial = [], False
-    for task, rates in success.items():
-        lstm, gru, rnn_s, rnn = (
-            np.asarray(x, float) for x in (rates["lstm"], rates["gru"], rates["rnn"], rnn_median[task])
-        )
-        if not (len(lstm) == len(gru) == len(rnn_s) == len(rnn)):
-            raise ValueError(f"task {task!r}: need one value per T for every cell and rnn_median")
-        if not (np.any(lstm > 0) or np.any(gru > 0) or np.any(rnn_s > 0)):
-            continue
-        stays = rnn >= STAY
-        wins.append(bool(np.any(stays & (lstm >= 0.5) & (gru >= 0.5))))
-        partial |= bool(np.any(stays & ((lstm >= 0.5) | (gru >= 0.5))))
-    if not wins:
-        return C.INCONCLUSIVE
-    if all(wins):
-        return C.SUPPORTED
-    return C.NUANCED if any(wins) or partial else C.NOT_SUPPORTED
+    k = {c: (int(np.sum(s)), len(s)) for c, s in succ.items()}
+    dec = {c: S.decide(S.newcombe(*k[c], *k["rnn"]), what=f"success rate {c} − rnn") for c in ("lstm", "gru")}
+    return S.combine_parts(dec.values()), dec
+
+
+def task_verdict(per_lag: list[str]) -> str:
+    """SUPPORTED if some lag is, NUANCED if some lag is, NOT SUPPORTED if all are, else INCONCLUSIVE."""
+    if not per_lag:
+        raise ValueError("task_verdict needs one verdict per lag")
+    for v in (S.SUPPORTED, S.NUANCED):
+        if v in per_lag:
+            return v
+    return S.NOT_SUPPORTED if all(v == S.NOT_SUPPORTED for v in per_lag) else S.INCONCLUSIVE
+
+
+def verdict(succ: dict[str, dict[int, dict[str, np.ndarray]]]) -> tuple[str, dict]:
+    """succ: {task: {T: {cell: success per seed}}} -> (claim verdict, {task: verdict})."""
+    if not succ:
+        raise ValueError("verdict needs at least one task")
+    per_task = {t: task_verdict([lag_decision(s)[0] for s in by_t.values()]) for t, by_t in succ.items()}
+    return S.combine_parts(per_task.values()), per_task
 
 
 def run(args: C.Args) -> C.Outcome:
-    sz = sizes(args)
-    grids = {task: run_grid(args, sz, task) for task in TASKS if sz["T"][task]}
-    ratios = {t: {T: {c: final_ratio(r) for c, r in g.items()} for T, g in grid.items()} for t, grid in grids.items()}
-    succ = {t: {c: [success_rate(ratios[t][T][c]) for T in grid] for c in sz["cells"]} for t, grid in grids.items()}
-    med = {t: {c: [median_ratio(ratios[t][T][c]) for T in grid] for c in sz["cells"]} for t, grid in grids.items()}
-    n_seeds = sz["seeds"]
-    if args.quick:
-        v = C.INCONCLUSIVE
-        why = f"quick mode: {sz['steps']['adding']} steps cannot show learning"
-    else:
-        v = verdict(succ, {t: med[t]["rnn"] for t in grids})
-        why = ""
-    parts = []
-    for t, grid in grids.items():
-        per_t = [
-            f"T={T}: "
-            + " ".join(f"{c} {round(succ[t][c][i] * n_seeds)}/{n_seeds}" for c in sz["cells"])
-            + f" (rnn r={C.fmt(med[t]['rnn'][i])})"
-            for i, T in enumerate(grid)
-        ]
-        parts.append(f"{t} " + "; ".join(per_t))
-    undecided = [t for t in grids if not any(np.any(np.asarray(succ[t][c]) > 0) for c in sz["cells"])]
-    if undecided and not why:
-        steps = ", ".join(f"{sz['steps'][t]} steps of {t}" for t in undecided)
-        why = f"{', '.join(undecided)}: no cell solved it at any T in {steps}, so it decides nothing"
-    headline = f"seeds with final loss < {SUCCESS}×baseline — " + " | ".join(parts) + (f"; {why}" if why else "")
-    base = None if args.quick else _copy_baselines(sz)  # quick: skip the sampler compiles
-    reps = _reproductions(grids, ratios, med, sz, base)
-    summary = _summary(sz, grids, succ, med)
+    sz, n = sizes(args), sizes(args)["seeds"]
+    recs = {
+        t: {T: {c: TR.train(args, config(args, sz, t, T, c), n) for c in CELLS} for T in sz["T"][t]}
+        for t in ("adding", "copy")
+        if sz["T"][t]
+    }
+    ratios = {t: {T: {c: TR.final_ratio(r) for c, r in g.items()} for T, g in by.items()} for t, by in recs.items()}
+    succ = {t: {T: {c: TR.solved(r, SUCCESS) for c, r in g.items()} for T, g in by.items()} for t, by in ratios.items()}
+    v, per_task = verdict(succ)
+    why = {t: lag_decision(succ[t][max(succ[t])])[1] for t in succ}
+    parts = [
+        f"{t} ({per_task[t]}) "
+        + "; ".join(
+            f"T={T}: " + ", ".join(f"{c} {int(s[c].sum())}/{n} {S.rate(s[c]).text(2)[-20:]}" for c in CELLS)
+            for T, s in succ[t].items()
+        )
+        for t in succ
+    ]
+    incon = [f"{t}: {d.reason}" for t in succ for d in why[t].values() if d.verdict == S.INCONCLUSIVE]
+    headline = f"success (final loss < {SUCCESS}×baseline), Wilson 95% — " + " | ".join(parts)
+    headline += f"; {incon[0]}" if incon and v == S.INCONCLUSIVE else ""
+    reps = (_adding_row(args, sz, ratios), *_arjovsky_rows(args, sz), _longlag_row(args, sz))
+    rows = [
+        f"| {t} | {T} | "
+        + " | ".join(f"{int(s[c].sum())}/{n} [{S.rate(s[c]).lo:.2f}, {S.rate(s[c]).hi:.2f}]" for c in CELLS)
+        + " | "
+        + "; ".join(lag_decision(s)[1][c].text() for c in ("lstm", "gru"))
+        + " |"
+        for t in succ
+        for T, s in succ[t].items()
+    ]
+    summary = (
+        f"H {sz['H']}, batch {sz['batch']}, Adam lr 1e-2, clip 1, float32, {n} seeds per point, steps "
+        f"{sz['steps']}. Success: final loss / Task.baseline < {SUCCESS}. Per task: {per_task}.\n\n"
+        "| task | T | " + " | ".join(f"{c} success [Wilson 95%]" for c in CELLS) + " | rate(c) − rate(rnn) |\n"
+        "|---|---|---|---|---|---|\n" + "\n".join(rows)
+    )
     outcome = C.Outcome(CLAIM, NAME, v, headline, "c8_lag.png", reps)
     C.write_outputs(
         args,
         NAME,
         config=sz,
-        data={
-            "success": succ,
-            "median_ratio": med,
-            "final_ratio": ratios,
-            "loss_curves": {
-                t: {T: {c: r["loss"] for c, r in g.items()} for T, g in grid.items()} for t, grid in grids.items()
-            },
-            "measured_copy_baseline": base,
-        },
         outcome=outcome,
         summary=summary,
-        figures={"c8_lag.png": _figure(grids, succ, med, sz)},
-        seeds=n_seeds,
+        seeds=n,
+        data={"final_ratio": ratios, "success": succ, "per_task": per_task},
+        figures={"c8_lag.png": _figure(recs, succ, n)},
     )
     return outcome
 
 
-def memoryless_baseline(task_name: str, T: int, n: int = 4096, seed: int = 8) -> float:
-    """The loss of the best memoryless predictor, **measured** on ``n`` sampled sequences.
-
-    It may know the step t but not the inputs, so it predicts the empirical per-step
-    target distribution p_t (copy: CE -mean log p_t(z)) or the mean target (adding: MSE
-    = the variance of the target). Compared with the task's formula.
-    """
-    from gradpaths import tasks
-
-    task = tasks.make(task_name, T)
-    batch = task.sample(jax.random.key(seed), n)
-    mask = np.asarray(batch.mask, float)
-    if task.loss == "mse":
-        z = np.asarray(batch.targets, float)[..., 0]
-        mean_t = z.mean(0)
-        return float(((z - mean_t) ** 2 * mask).sum() / mask.sum())
-    z = np.asarray(batch.targets)
-    p_t = np.stack([np.bincount(z[:, t], minlength=task.output_size) / n for t in range(z.shape[1])])
-    logp = np.log(p_t[np.arange(z.shape[1])[None, :], z])
-    return float(-(logp * mask).sum() / mask.sum())
-
-
-def _copy_baselines(sz: dict) -> dict:
-    """Measured memoryless copy CE against 10 ln 8 / (T+20) at the trained lags and at T = 100, 200."""
-    lags = sorted({*sz["T"]["copy"], 100, 200})
-    return {T: {"formula": 10 * np.log(8) / (T + 20), "measured": memoryless_baseline("copy", T)} for T in lags}
-
-
-def _reproductions(grids, ratios, med, sz, base) -> tuple[C.Reproduction, ...]:
-    reps = []
-    n_seeds = sz["seeds"]
-    if "adding" in grids:
-        T = max(grids["adding"])
-        rnn_r, lstm_r = med["adding"]["rnn"][-1], med["adding"]["lstm"][-1]
-        decided = lstm_r < SUCCESS or rnn_r < STAY
-        reps.append(
-            C.Reproduction(
-                "Arjovsky et al. 2016; Le et al. 2015 (adding)",
-                f"T={T}, H={sz['H']['adding']}, Adam lr {sz['lr']:g}, clip 1, "
-                f"{sz['steps']['adding']} steps, {n_seeds} seeds",
-                "tanh RNN stays near MSE 0.167; LSTM (b_f=1) goes far below",
-                f"median final MSE: rnn {C.fmt(rnn_r / 6)}, lstm {C.fmt(lstm_r / 6)}",
-                (rnn_r >= STAY and lstm_r < SUCCESS) if decided else None,
-            )
-        )
-    for T in (100, 200) if base else ():
-        b = base[T]
-        reps.append(
-            C.Reproduction(
-                "copy baseline 10·ln8/(T+20) [computed]",
-                f"T={T}, best memoryless predictor measured on 4096 sequences",
-                f"{b['formula']:.4f}",
-                f"{b['measured']:.4f}",
-                bool(abs(b["measured"] - b["formula"]) < 0.01 * b["formula"]),
-            )
-        )
-    if "copy" in grids:
-        T = max(grids["copy"])
-        lstm_r = med["copy"]["lstm"][-1]
-        reps.append(
-            C.Reproduction(
-                "Arjovsky et al. 2016 (copy)",
-                f"T={T}, H={sz['H']['copy']}, {sz['steps']['copy']} steps, {n_seeds} seeds",
-                "LSTM beats the memoryless baseline",
-                f"LSTM median final CE = {C.fmt(lstm_r)} × baseline ({C.fmt(lstm_r * 10 * np.log(8) / (T + 20))})",
-                True if lstm_r < STAY else None,
-            )
-        )
-    return tuple(reps)
-
-
-def _summary(sz, grids, succ, med) -> str:
-    rows = []
-    for t, grid in grids.items():
-        for i, T in enumerate(grid):
-            rows.append(
-                f"| {t} | {T} | "
-                + " | ".join(f"{succ[t][c][i]:.2f} ({C.fmt(med[t][c][i])})" for c in sz["cells"])
-                + " |"
-            )
-    undecided = [t for t in grids if not any(np.any(np.asarray(succ[t][c]) > 0) for c in sz["cells"])]
-    return (
-        f"Every cell: H={sz['H']['adding']} (adding), {sz['H']['copy']} (copy), batch {sz['batch']}, "
-        f"Adam lr {sz['lr']:g}, clip_by_global_norm(1), float32, "
-        f"{sz['seeds']} seeds per point; steps {sz['steps']}. r = final loss / no-memory baseline "
-        f"(mean over the last {sz['segment']} steps). Success: r < {SUCCESS}; "
-        f"stays at the baseline: median r ≥ {STAY}. "
-        "Tasks where no cell succeeds at any T decide nothing (too few steps), and the verdict ignores them"
-        + (f": {', '.join(undecided)}." if undecided else ".")
-        + "\n\n| task | T | "
-        + " | ".join(f"{c}: success rate (median r)" for c in sz["cells"])
-        + " |\n|---|---|"
-        + "---|" * len(sz["cells"])
-        + "\n"
-        + "\n".join(rows)
+def _adding_row(args, sz, ratios) -> C.Reproduction:
+    """Arjovsky et al. 2016 / Le et al. 2015 name adding at T ≥ 100: decided only where such a lag ran."""
+    long = [T for T in sz["T"]["adding"] if T >= 100]
+    src, exp = "Arjovsky et al. 2016; Le et al. 2015 (adding)", "tanh RNN stays near the baseline; LSTM far below"
+    if not long:
+        return C.Reproduction(src, "T ≥ 100", exp, f"ran T={sz['T']['adding']} only", C.NOT_RUN)
+    T = max(long)
+    d = S.decide(
+        S.bootstrap_diff(S.worst_fill(ratios["adding"][T]["rnn"], 10), S.worst_fill(ratios["adding"][T]["lstm"], 10))
+    )
+    measured = f"final loss/baseline rnn − lstm: {d.text()}"
+    agrees = {S.SUPPORTED: True, S.NOT_SUPPORTED: False}.get(d.verdict)
+    return C.Reproduction(
+        src, f"T={T}, H={sz['H']['adding']}, {sz['steps']['adding']} Adam steps", exp, measured, agrees
     )
 
 
-def _figure(grids, succ, med, sz):
+def _arjovsky_rows(args, sz) -> list[C.Reproduction]:
+    src = "Arjovsky et al. 2016 (copy)"
+    exp = "LSTM below 10 ln 8/(T+20); tanh RNN stays at it"
+    setting = lambda T: f"T={T}, RNN 80 / LSTM 40 hidden, RMSProp 1e-3, batch 20"
+    if not sz["arjovsky_steps"]:
+        return [C.Reproduction(src, setting(T), exp, "—", C.NOT_RUN) for T in ARJOVSKY["T"]]
+    rows = []
+    for T in ARJOVSKY["T"]:
+        r = {
+            c: TR.final_ratio(
+                TR.train(
+                    args,
+                    TR.config(
+                        args,
+                        task="copy",
+                        T=T,
+                        cell=c,
+                        hidden_size=h,
+                        batch_size=ARJOVSKY["batch"],
+                        optimizer="rmsprop",
+                        lr=ARJOVSKY["lr"],
+                        clip_norm=None,
+                        steps=sz["arjovsky_steps"],
+                        segment=500,
+                    ),
+                    sz["seeds"],
+                )
+            )
+            for c, h in ARJOVSKY["H"].items()
+        }
+        d = S.decide(S.bootstrap_diff(S.worst_fill(r["rnn"], 10), S.worst_fill(r["lstm"], 10)))
+        below = S.bootstrap_stat(S.worst_fill(r["lstm"], 10))
+        agrees = True if d.verdict == S.SUPPORTED and below.hi < 1 else (False if below.lo >= 1 else None)
+        rows.append(
+            C.Reproduction(src, setting(T), exp, f"LSTM final/baseline {below.text()}; rnn − lstm {d.text()}", agrees)
+        )
+    return rows
+
+
+def _longlag_row(args, sz) -> C.Reproduction:
+    src, exp = (
+        "Hochreiter and Schmidhuber 1997 (noise-free long lag, p = 100)",
+        "LSTM solves it in every trial; BPTT in none",
+    )
+    setting = "p = 100, LSTM without forget gate against tanh RNN, H=32, Adam 1e-2, clip 1"
+    if args.scale != "full":
+        return C.Reproduction(src, setting, exp, "—", C.NOT_RUN)
+    kw = dict(task="longlag", T=100, hidden_size=32, batch_size=32, steps=5000, segment=500)
+    cfgs = {"lstm": TR.config(args, cell="lstm", forget_gate=False, **kw), "rnn": TR.config(args, cell="rnn", **kw)}
+    s = {c: TR.solved(TR.final_ratio(TR.train(args, cfg, sz["seeds"])), SUCCESS) for c, cfg in cfgs.items()}
+    d = S.decide(S.newcombe(int(s["lstm"].sum()), s["lstm"].size, int(s["rnn"].sum()), s["rnn"].size))
+    return C.Reproduction(
+        src, setting, exp, f"success lstm − rnn: {d.text()}", {S.SUPPORTED: True, S.NOT_SUPPORTED: False}.get(d.verdict)
+    )
+
+
+def _figure(recs, succ, n):
     import matplotlib.pyplot as plt
 
-    tasks_ = list(grids)
-    fig, axes = plt.subplots(2, len(tasks_), figsize=(5.5 * len(tasks_), 7.5), squeeze=False)
+    fig, axes = plt.subplots(2, len(recs), figsize=(5.5 * len(recs), 7.5), squeeze=False)
     colors = {"rnn": "C3", "lstm": "C0", "gru": "C2"}
-    for j, t in enumerate(tasks_):
-        lags = list(grids[t])
-        ax = axes[0, j]
-        for k, c in enumerate(sz["cells"]):
-            ax.plot(lags, np.asarray(succ[t][c]) + (k - 1) * 0.015, "o-", color=colors[c], label=c)
-        ax.set_xscale("log")
-        ax.set_xticks(lags, [str(x) for x in lags])
-        ax.xaxis.set_minor_formatter(plt.NullFormatter())
-        ax.set_xlim(min(lags) / 1.5, max(lags) * 1.5)
-        ax.set_ylim(-0.05, 1.05)
-        ax.set_xlabel("lag T (steps)")
-        ax.set_ylabel(f"success rate (final loss < {SUCCESS}×baseline)")
-        ax.set_title(f"{t}: success rate over {sz['seeds']} seeds")
-        ax.legend(fontsize=8)
-        ax = axes[1, j]
+    for j, (t, by) in enumerate(recs.items()):
+        lags = list(by)
+        for k, c in enumerate(CELLS):
+            e = [S.rate(succ[t][T][c]) for T in lags]
+            x = np.arange(len(lags)) + (k - 1) * 0.08
+            y = np.array([x_.value for x_ in e])
+            axes[0, j].errorbar(
+                x, y, [y - [x_.lo for x_ in e], [x_.hi for x_ in e] - y], fmt="o-", color=colors[c], capsize=4, label=c
+            )
+        axes[0, j].set_xticks(range(len(lags)), [f"T={T}" for T in lags])
+        axes[0, j].set_ylim(-0.05, 1.05)
+        axes[0, j].set_ylabel(f"success rate, Wilson 95% ({n} seeds)")
+        axes[0, j].set_title(f"{t}: final loss < {SUCCESS}×baseline")
+        axes[0, j].legend(fontsize=8)
         T = lags[-1]
-        for c in sz["cells"]:
-            loss = np.array(grids[t][T][c]["loss"], dtype=float) / grids[t][T][c]["baseline"]  # [seed, seg]
-            steps = np.asarray(grids[t][T][c]["step"])
-            ax.plot(steps, loss.T, color=colors[c], lw=0.6, alpha=0.5)
-            ax.plot(steps, np.nanmedian(loss, 0), color=colors[c], lw=2, label=f"{c} (median)")
-        ax.axhline(1.0, color="k", ls="--", lw=0.8, label="no-memory baseline")
-        ax.axhline(SUCCESS, color="k", ls=":", lw=0.8, label=f"success threshold {SUCCESS}")
-        ax.set_yscale("log")
-        ax.set_xlabel("training step")
-        ax.set_ylabel("loss / no-memory baseline (segment mean)")
-        ax.set_title(f"{t}, T={T}: training curves (thin: seeds)")
-        ax.legend(fontsize=7)
-    gated = [c for c in sz["cells"] if c != "rnn"]
-    score = lambda t, i: sum(succ[t][c][i] for c in gated) - succ[t]["rnn"][i]
-    best = {t: max(range(len(grids[t])), key=lambda i, t=t: score(t, i)) for t in tasks_}
-    fig.suptitle(
-        "C8 (success = final loss < 0.5×baseline): "
-        + "; ".join(
-            f"{t} T={list(grids[t])[i]}: "
-            + ", ".join(f"{c} {succ[t][c][i]:.0%}" for c in sz["cells"])
-            + f" (rnn median r={C.fmt(med[t]['rnn'][i])})"
-            for t, i in best.items()
-        ),
-        fontsize=10,
-    )
+        for c in CELLS:
+            rec = by[T][c]
+            C.band(axes[1, j], rec["steps"], TR.arm(rec) / rec["baseline"], colors[c], c)
+        axes[1, j].axhline(1.0, color="k", ls="--", lw=0.8, label="no-memory baseline")
+        axes[1, j].axhline(SUCCESS, color="k", ls=":", lw=0.8, label="success")
+        axes[1, j].set_yscale("log")
+        axes[1, j].set_xlabel("training step")
+        axes[1, j].set_ylabel("loss / baseline (median, 95% CI)")
+        axes[1, j].set_title(f"{t}, T={T}")
+        axes[1, j].legend(fontsize=7)
     fig.tight_layout()
     return fig
 

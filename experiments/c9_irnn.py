@@ -1,24 +1,20 @@
-"""C9 in training: the IRNN (identity-initialised ReLU RNN) against the tanh RNN and the LSTM on adding.
+"""C9 in training: the IRNN (identity-initialised ReLU RNN) against the tanh RNN on adding.
 
 Le, Jaitly and Hinton (2015) report that the IRNN solves the adding problem at lags
-where a tanh RNN stays at the baseline MSE 1/6. They used SGD with gradient clipping and
-small learning rates; here the IRNN gets Adam, clip_by_global_norm(1) and lr ``LR_IRNN``
-(a ReLU RNN with W_h = I is unstable at Adam's usual 1e-2). To make the comparison
-fair, the tanh RNN is trained with exactly the IRNN's settings **and** with c8_lag's
-recipe (Adam lr 1e-2, clip 1; those runs, with the LSTM's, are c8_lag's cached points).
+where a tanh RNN stays at the baseline MSE. Here every model gets Adam and
+clip_by_global_norm(1). The IRNN runs at lr ``LR_IRNN`` (a ReLU RNN with W_h = I is
+unstable at Adam's usual 1e-2); to be fair the tanh RNN runs both at that lr and at
+c8_lag's recipe (lr 1e-2; the same point c8_lag trains, shared through ``_train``'s cache).
 
-Success is c8_lag's: final loss (mean over the last segment) < 0.5 × 1/6; a tanh RNN
-"fails" when its median final loss / baseline is ≥ 0.9 (it stays at the baseline).
+Success is c8_lag's: final loss / ``Task.baseline`` < 0.5. Criterion (CLAIMS.md: "the
+IRNN trains where the tanh RNN fails"), set before the run: the difference of success
+rates IRNN − (the better tanh RNN), with Newcombe's 95% interval, through
+``_stats.decide``: SUPPORTED above 0, NOT SUPPORTED below, INCONCLUSIVE otherwise with
+the seeds needed.
 
-Criterion (CLAIMS.md: "the IRNN trains where the tanh RNN fails"), at one lag T (50 at
-default scale, where c8_lag's tanh RNN stays at the baseline; 200 at full scale):
-
-- SUPPORTED if the IRNN's success rate is ≥ 1/2 while the tanh RNN stays at the
-  baseline under both learning rates;
-- NOT SUPPORTED if the IRNN's median final loss is no lower than the better tanh RNN's,
-  or the IRNN itself stays at the baseline;
-- NUANCED otherwise (the IRNN is better but does not solve the task, or the tanh RNN
-  also leaves the baseline).
+Reproduction row: Le et al. name adding at T = 150 and 300; those run at ``--scale
+full`` (H=100, the same Adam recipe, 10000 steps); at smaller scales the
+row says "not run at this scale".
 """
 
 from __future__ import annotations
@@ -28,127 +24,123 @@ import dataclasses
 import numpy as np
 
 from experiments import _common as C
-from experiments import c8_lag as L
+from experiments import _stats as S
+from experiments import _train as TR
 
 CLAIM, NAME = "C9", "c9_irnn"
-TITLE = "C9 in training: IRNN against tanh RNN and LSTM on the adding task"
+TITLE = "C9 in training: IRNN against tanh RNN on the adding task"
 LR_IRNN = 2e-3
-COLORS = ("C4", "C1", "C3", "C0")  # irnn, tanh rnn at the IRNN's lr, tanh rnn and lstm at c8_lag's
+SUCCESS = 0.5
+LE_T = (150, 300)
 
 
-def verdict(irnn: list[float], tanh_runs: list[list[float]]) -> str:
-    """The rule in the module docstring.
+def sizes(args: C.Args) -> dict:
+    """c8_lag's adding recipe at one lag (so the tanh-RNN point at lr 1e-2 is shared)."""
+    return {
+        "T": args.pick(5, 50, 150),
+        "H": args.pick(4, 16, 100),
+        "batch": args.pick(8, 32, 64),
+        "steps": args.pick(20, 600, 10000),
+        "segment": args.pick(10, 100, 100),
+        "seeds": args.n_seeds(2, 8, 16),
+        "le_T": args.pick((), (), LE_T),
+    }
 
-    Args:
-      irnn: the IRNN's final loss / baseline per seed (NaN: diverged).
-      tanh_runs: the tanh RNN's final loss / baseline per seed, one list per learning rate.
-    """
+
+def verdict(irnn, tanh_runs) -> S.Decision:
+    """irnn, tanh_runs[i]: success per seed (bool). The better tanh run is the one with more successes."""
     if len(irnn) == 0 or not tanh_runs or any(len(r) == 0 for r in tanh_runs):
-        raise ValueError("verdict needs per-seed ratios for the IRNN and for every tanh RNN run")
-    irnn_med = L.median_ratio(irnn)
-    tanh_meds = [L.median_ratio(r) for r in tanh_runs]
-    if irnn_med >= min(tanh_meds) or irnn_med >= L.STAY:
-        return C.NOT_SUPPORTED
-    if L.success_rate(irnn) >= 0.5 and all(m >= L.STAY for m in tanh_meds):
-        return C.SUPPORTED
-    return C.NUANCED
+        raise ValueError("verdict needs per-seed successes for the IRNN and for every tanh RNN run")
+    best = max(tanh_runs, key=lambda r: np.sum(r))
+    est = S.newcombe(int(np.sum(irnn)), len(irnn), int(np.sum(best)), len(best))
+    return S.decide(est, what="success rate IRNN − best tanh RNN")
+
+
+def _runs(args, sz, T) -> dict[str, dict]:
+    base = TR.config(
+        args,
+        task="adding",
+        T=T,
+        cell="rnn",
+        hidden_size=sz["H"],
+        batch_size=sz["batch"],
+        steps=sz["steps"],
+        segment=sz["segment"],
+    )
+    cfgs = {
+        f"irnn (lr {LR_IRNN:g})": dataclasses.replace(base, cell="irnn", lr=LR_IRNN),
+        f"tanh (lr {LR_IRNN:g})": dataclasses.replace(base, lr=LR_IRNN),
+        f"tanh (lr {base.lr:g})": base,
+    }
+    return {k: TR.train(args, c, sz["seeds"]) for k, c in cfgs.items()}
 
 
 def run(args: C.Args) -> C.Outcome:
-    sz = L.sizes(args)
-    T = args.pick(5, 50, 200)  # default: the lag where c8_lag's tanh RNN stays at the baseline
-    sz = {**sz, "T": {**sz["T"], "adding": (T,)}}
-    n = sz["seeds"]
-    ref = L.run_grid(args, sz, "adding", cells=("rnn", "lstm") if not args.quick else ("rnn",))[T]
-    folder = args.dir(NAME) / "points"
-    runs = {}
-    for cell in ("irnn", "rnn") if not args.quick else ("irnn",):
-        cfg = dataclasses.replace(L.config(sz, "adding", T, cell), lr=LR_IRNN)
-        path = L.point_path(folder, f"adding-T{T}-{cell}", cfg, n)
-        runs[f"{cell} (lr {LR_IRNN:g})"] = L.train_point(cfg, n, path, label=f"C9 {cell} lr {LR_IRNN:g}")
-    for cell, rec in ref.items():
-        runs[f"{cell} (lr {sz['lr']:g})"] = rec
-    ratios = {k: L.final_ratio(r) for k, r in runs.items()}
-    irnn_key = f"irnn (lr {LR_IRNN:g})"
-    tanh_keys = [k for k in ratios if k.startswith("rnn")]
-    if args.quick:
-        v, why = C.INCONCLUSIVE, f"quick mode: {sz['steps']['adding']} steps cannot show learning"
-    else:
-        v, why = verdict(list(ratios[irnn_key]), [list(ratios[k]) for k in tanh_keys]), ""
-    stats = {k: {"success": L.success_rate(r), "median": L.median_ratio(r)} for k, r in ratios.items()}
+    sz = sizes(args)
+    n, T = sz["seeds"], sz["T"]
+    runs = _runs(args, sz, T)
+    ratios = {k: TR.final_ratio(r) for k, r in runs.items()}
+    succ = {k: TR.solved(r, SUCCESS) for k, r in ratios.items()}
+    keys = list(runs)
+    d = verdict(succ[keys[0]], [succ[k] for k in keys[1:]])
     headline = (
-        f"adding T={T}, {n} seeds, success (MSE < {L.SUCCESS}×1/6) and median MSE: "
-        + "; ".join(f"{k} {round(s['success'] * n)}/{n}, {C.fmt(s['median'] / 6)}" for k, s in stats.items())
-        + (f"; {why}" if why else "")
+        f"adding T={T}, {n} seeds, success (final MSE < {SUCCESS}×baseline) [Wilson 95%]: "
+        + "; ".join(f"{k} {int(s.sum())}/{n} [{S.rate(s).lo:.2f}, {S.rate(s).hi:.2f}]" for k, s in succ.items())
+        + f"; IRNN − best tanh {d.text()}"
     )
-    best_tanh = min(tanh_keys, key=lambda k: stats[k]["median"])
-    reps = (
-        C.Reproduction(
-            "Le, Jaitly and Hinton 2015 (IRNN, adding)",
-            f"T={T}, H={sz['H']['adding']}, Adam + clip 1; IRNN lr {LR_IRNN:g}; "
-            f"tanh RNN at lr {LR_IRNN:g} and {sz['lr']:g}; "
-            f"{sz['steps']['adding']} steps",
-            "IRNN goes far below MSE 0.167; the tanh RNN stays near it",
-            f"median MSE: IRNN {C.fmt(stats[irnn_key]['median'] / 6)}, best tanh RNN ({best_tanh}) "
-            f"{C.fmt(stats[best_tanh]['median'] / 6)}",
-            None if args.quick else v == C.SUPPORTED,
-        ),
-    )
-    outcome = C.Outcome(CLAIM, NAME, v, headline, "c9_irnn.png", reps)
+    reps = tuple(_le_row(args, sz, T_) for T_ in LE_T)
     rows = "\n".join(
-        f"| {k} | {s['success']:.2f} | {C.fmt(s['median'])} | {C.fmt(s['median'] / 6)} | "
-        f"{', '.join(C.fmt(x, 2) for x in ratios[k])} |"
-        for k, s in stats.items()
+        f"| {k} | {S.rate(succ[k]).text(2)} | {C.fmt(TR.median_ratio(r))} | {', '.join(C.fmt(x, 2) for x in r)} |"
+        for k, r in ratios.items()
     )
     summary = (
-        f"Adding task T={T}, H={sz['H']['adding']}, batch {sz['batch']}, {sz['steps']['adding']} steps, "
-        f"{n} seeds, Adam with "
-        f"clip_by_global_norm(1). IRNN: W_h = I, ReLU, lr {LR_IRNN:g} (Le et al. used SGD with clipping and small "
-        f"learning rates). The tanh RNN runs at both learning rates; the lr {sz['lr']:g} runs are c8_lag's points. "
-        f"r = final loss / (1/6); success r < {L.SUCCESS}; staying at the baseline: median r ≥ {L.STAY}.\n\n"
-        "| model | success rate | median r | median MSE | r per seed |\n|---|---|---|---|---|\n" + rows
+        f"Adding T={T}, H={sz['H']}, batch {sz['batch']}, {sz['steps']} Adam steps, clip 1, {n} seeds. "
+        f"IRNN: W_h = I, ReLU. r = final loss / baseline; success r < {SUCCESS}.\n\nDecision: {d.text()}\n\n"
+        "| model | success rate [Wilson 95%] | median r | r per seed |\n|---|---|---|---|\n" + rows
     )
+    outcome = C.Outcome(CLAIM, NAME, d.verdict, headline, "c9_irnn.png", reps)
     C.write_outputs(
         args,
         NAME,
-        config={**sz, "lr_irnn": LR_IRNN},
-        data={"ratios": ratios, "stats": stats, "loss_curves": {k: r["loss"] for k, r in runs.items()}},
+        config=sz | {"lr_irnn": LR_IRNN},
         outcome=outcome,
         summary=summary,
-        figures={"c9_irnn.png": _figure(runs, stats, T, v)},
         seeds=n,
+        data={"ratios": ratios, "success": succ, "decision": d._asdict()},
+        figures={"c9_irnn.png": _figure(runs, succ, T, d)},
     )
     return outcome
 
 
-def _figure(runs, stats, T, v):
+def _le_row(args, sz, T) -> C.Reproduction:
+    src, exp = "Le, Jaitly and Hinton 2015 (IRNN, adding)", "IRNN far below the baseline MSE; tanh RNN stays near it"
+    if T not in sz["le_T"]:
+        return C.Reproduction(src, f"T={T}", exp, "—", C.NOT_RUN)
+    runs = _runs(args, sz, T)
+    succ = [TR.solved(TR.final_ratio(r), SUCCESS) for r in runs.values()]
+    d = verdict(succ[0], succ[1:])
+    agrees = {S.SUPPORTED: True, S.NOT_SUPPORTED: False}.get(d.verdict)
+    return C.Reproduction(src, f"T={T}, H={sz['H']}, {sz['steps']} Adam steps", exp, d.text(), agrees)
+
+
+def _figure(runs, succ, T, d):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [2, 1]})
     for i, (k, rec) in enumerate(runs.items()):
-        loss = np.array(rec["loss"], dtype=float) / rec["baseline"]
-        steps = np.asarray(rec["step"])
-        col = COLORS[i % len(COLORS)]
-        axes[0].plot(steps, loss.T, color=col, lw=0.6, alpha=0.4)
-        axes[0].plot(steps, np.nanmedian(loss, 0), color=col, lw=2, label=f"{k} (median)")
-        r = L.final_ratio(rec)
-        axes[1].scatter(np.full(len(r), i), np.where(np.isfinite(r), r, np.nan), color=col, s=18)
-    for ax in axes:
-        ax.axhline(1.0, color="k", ls="--", lw=0.8, label="baseline MSE 1/6")
-        ax.axhline(L.SUCCESS, color="k", ls=":", lw=0.8, label=f"success < {L.SUCCESS}×baseline")
-        ax.set_yscale("log")
+        C.band(axes[0], rec["steps"], TR.arm(rec) / rec["baseline"], f"C{i}", k)
+        e = S.rate(succ[k])
+        axes[1].errorbar([i], [e.value], [[e.value - e.lo], [e.hi - e.value]], fmt="o", color=f"C{i}", capsize=5)
+    axes[0].axhline(1.0, color="k", ls="--", lw=0.8, label="baseline")
+    axes[0].axhline(SUCCESS, color="k", ls=":", lw=0.8, label="success")
+    axes[0].set_yscale("log")
     axes[0].set_xlabel("training step")
-    axes[0].set_ylabel("MSE / (1/6) (segment mean; thin: seeds)")
+    axes[0].set_ylabel("MSE / baseline (median, 95% CI)")
     axes[0].legend(fontsize=7)
-    axes[1].set_xticks(range(len(runs)), list(runs), rotation=30, ha="right", fontsize=7)
-    axes[1].set_ylabel("final MSE / (1/6), per seed")
-    irnn = next(k for k in stats if k.startswith("irnn"))
-    tanh = [k for k in stats if k.startswith("rnn")]
-    fig.suptitle(
-        f"C9 ({v}), adding T={T}: the IRNN solves {stats[irnn]['success']:.0%} of seeds (median MSE "
-        f"{C.fmt(stats[irnn]['median'] / 6)}); the tanh RNN "
-        + ", ".join(f"{k[5:-1]}: {stats[k]['success']:.0%} (median MSE {C.fmt(stats[k]['median'] / 6)})" for k in tanh)
-    )
+    axes[1].set_xticks(range(len(runs)), list(runs), rotation=20, ha="right", fontsize=8)
+    axes[1].set_ylim(-0.05, 1.05)
+    axes[1].set_ylabel("success rate (Wilson 95%)")
+    fig.suptitle(f"C9 IRNN, adding T={T}: {d.text()}", fontsize=9)
     fig.tight_layout()
     return fig
 

@@ -1,175 +1,212 @@
-"""h-detach (Kanuparthi et al., ICLR 2019): does blocking the h_{t-1} -> gates gradient speed up LSTM training?
+"""h-detach (Kanuparthi et al., ICLR 2019): blocking the h_{t-1} → gates gradient, in training and in expectation.
 
-Setting: an LSTM (b_f = 1, Gaussian W_h, Adam) on the copy task (10 symbols, lag T),
-trained with h-detach probability p ∈ {0, 0.25, 0.5}: at each step t of each training
-step the gradient through the ``gates`` edge is multiplied by α_t ~ Bernoulli(1 - p),
-the forward pass unchanged. Same seeds (same initial weights and batches) for every p.
-All p × seeds run as one seed-parallel computation of one compiled trainer (config p = max p,
-each run's p carried in ``TrainState.h_detach``: bit-identical to a per-p config,
-tested in tests/test_train.py), cached on disk under ``points/``.
+**Training.** An LSTM (b_f = 1, Gaussian W_h, Adam, clip 1) on the copy task, trained
+with h-detach probability p ∈ ``PS``: at each step t of each training step the gradient
+through the ``gates`` edge is multiplied by m_t ~ Bernoulli(1 − p), the forward pass
+unchanged. The p values are arms of one compiled trainer (each run's p in
+``TrainState.h_detach``), with the same seeds. Score A = mean over segments of loss /
+``Task.baseline`` (lower trains faster).
 
-Measured per run: the loss curve ℓ_k / baseline (baseline 10 ln 8 / (T + 20)), the score
-A = mean_k ℓ_k / baseline (the normalised area under the loss curve: lower trains
-faster; 1 = nothing learned), the final loss and the final copy accuracy.
+Criterion (set before the run): INCONCLUSIVE if no p brings the median final loss below
+LEARNED × baseline (nothing learned, so speed cannot be compared; the headline names the
+scale). Otherwise, per p > 0, the effect A(p = 0) − A(p) (paired bootstrap of the median
+difference) through ``_stats.decide``; SUPPORTED if some p > 0 is faster and none
+slower, NOT SUPPORTED if some is slower and none faster, NUANCED if both, INCONCLUSIVE if
+no p > 0 is separated from p = 0 (the headline gives the seeds needed).
 
-Verdict (set before the run): INCONCLUSIVE if no p brings the median final loss below
-LEARNED × baseline (nothing learned, so speed cannot be compared). Otherwise, with
-"clearly better" as in c7_forget_training (beyond the seed spread): SUPPORTED if some
-p > 0 is clearly better than p = 0 and none clearly worse; NUANCED if some are better
-and some worse; NOT SUPPORTED if none is clearly better.
+**The identity** (docs/derivations.md; tests/test_hdetach_identity.py): every path
+crosses each step's h → gates edge at most once, so E_m[g_m] = Σ_k (1 − p)^k G^[k]
+exactly. What the theory leaves open is measured here, on a fixed batch at
+initialisation and after training (the p = 0 arm's weights): the relative variance of
+the estimator, tr Cov(g_m) / ‖E g_m‖², over ``N_MASKS`` random masks for each p, and
+how the reweighting moves the expected gradient, cos(E_p, G) and ‖E_p‖ / ‖G‖.
+
+Reproduction: the paper's setting (copy T = 100 and 300, hidden 128, Adam 1e-3, batch
+100, clip 1, p = 0.5) runs at ``--scale full``; otherwise "not run at this scale".
 """
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
-import numpy as np
 
+import gradpaths as gp
 from experiments import _common as C
-from experiments import c7_forget_training as FT
-from experiments.c7_forget_training import clearly_better
-from gradpaths import train as gt
+from experiments import _stats as S
+from experiments import _train as TR
+from gradpaths import tasks
 
 CLAIM, NAME = "", "hdetach"
 TITLE = "h-detach: blocking the h -> gates gradient against LSTM training speed on the copy task"
 PS = (0.0, 0.25, 0.5)
-LEARNED = 0.9
+VAR_PS = (0.1, 0.25, 0.5, 0.75)
+LEARNED, N_MASKS = 0.9, 64
+PAPER = {"T": (100, 300), "H": 128, "lr": 1e-3, "B": 100, "clip": 1.0, "p": 0.5}
 
 
 def sizes(args: C.Args) -> dict:
-    n_t, n_h, n_b, steps, seg = args.pick((5, 8, 8, 20, 10), (10, 64, 32, 1200, 100), (100, 128, 64, 20000, 500))
-    return {"T": n_t, "H": n_h, "B": n_b, "steps": steps, "segment": seg, "lr": 1e-2, "seeds": args.n_seeds(2, 4, 16)}
+    n_t, n_h, n_b, steps, seg = args.pick((3, 8, 8, 20, 10), (10, 64, 16, 1000, 100), (100, 128, 100, 20000, 500))
+    return {"T": n_t, "H": n_h, "B": n_b, "steps": steps, "segment": seg, "seeds": args.n_seeds(2, 8, 16)}
 
 
-def config(sz: dict, args: C.Args) -> gt.TrainConfig:
-    """The trainer of every run: masking compiled in (p = max PS); each run sets its own p."""
-    return gt.TrainConfig(
+def sweep(args: C.Args, sz: dict, ps=PS, **change) -> dict:
+    cfg = TR.config(
+        args,
         task="copy",
         T=sz["T"],
         cell="lstm",
         hidden_size=sz["H"],
-        forget_bias=1.0,
         recurrent_init="gaussian",
         batch_size=sz["B"],
         steps=sz["steps"],
         segment=sz["segment"],
-        lr=sz["lr"],
-        h_detach=max(PS),
-        dtype="float64" if args.float64 else "float32",
+        h_detach=max(ps),
+        **change,
+    )
+    with_p = lambda trainer: lambda key, p: trainer.init(key)._replace(h_detach=p)
+    p_R = jnp.repeat(jnp.asarray(ps, jnp.result_type(float)), sz["seeds"])
+    return TR.train(
+        args, cfg, sz["seeds"], arms=[f"p={p:g}" for p in ps], init=with_p, per_run=(p_R,), keep_params=True
     )
 
 
-def sweep(args: C.Args, sz: dict) -> dict:
-    """{"steps" [K], "p=x": {Metrics field: [seeds][K]}}, cached on disk."""
-    cfg = config(sz, args)
-    seeds = sz["seeds"]
-
-    def compute():
-        trainer = gt.make_trainer(cfg)
-        init = lambda key, p: trainer.init(key)._replace(h_detach=p)
-        p_R = jnp.repeat(jnp.asarray(PS, jnp.result_type(float)), seeds)
-        C.progress(f"{NAME}: training {len(PS)} values of p × {seeds} seeds, {cfg.steps} steps")
-        m = FT.train_runs(cfg, init, FT.seed_keys(seeds, len(PS)), p_R)
-        out = {"steps": m["step"][0]}
-        for i, p in enumerate(PS):
-            out[f"p={p:g}"] = {f: v[i * seeds : (i + 1) * seeds] for f, v in m.items()}
-        return out
-
-    return C.cached(FT.sweep_path(args, NAME, cfg, PS, seeds), compute)
-
-
-def verdict(scores: list, final_rel: list[float]) -> str:
-    """scores: per p (PS order, p = 0 first) the per-seed scores A; final_rel: per p the
+def verdict(scores: list, final_rel: list[float]) -> tuple[str, list[S.Decision]]:
+    """scores: per p (PS order, p = 0 first) the per-seed scores A (paired seeds); final_rel: per p the
     median final loss / baseline."""
     if len(scores) < 2 or len(final_rel) != len(scores):
         raise ValueError(f"verdict needs scores and final losses for p = 0 and at least one p > 0, got {len(scores)}")
     if not min(final_rel) < LEARNED:
-        return C.INCONCLUSIVE
-    better = [clearly_better(s, scores[0]) for s in scores[1:]]
-    worse = [clearly_better(scores[0], s) for s in scores[1:]]
-    if any(better):
-        return C.NUANCED if any(worse) else C.SUPPORTED
-    return C.NOT_SUPPORTED
+        return S.INCONCLUSIVE, [S.inconclusive(f"nothing learned (final loss ≥ {LEARNED}×baseline for every p)")]
+    ds = [S.decide(S.bootstrap_diff(scores[0], s, paired=True), what="A(p=0) − A(p)") for s in scores[1:]]
+    vs = {d.verdict for d in ds}
+    if S.SUPPORTED in vs:
+        return (S.NUANCED if S.NOT_SUPPORTED in vs else S.SUPPORTED), ds
+    return (S.NOT_SUPPORTED if S.NOT_SUPPORTED in vs else S.INCONCLUSIVE), ds
+
+
+def estimator_stats(cell, params, xs, loss, ps, key, n_masks=N_MASKS) -> dict:
+    """For each p: tr Cov(g_m)/‖E‖² over random masks, cos(E_p, G), ‖E_p‖/‖G‖, the identity's error."""
+    flat = lambda t: jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(t)])
+    n_t = xs.shape[-2]
+    d = gp.decompose(cell, params, xs, loss, max_hops=n_t, parts=("hops",))
+    g_k = jnp.stack([flat(jax.tree.map(lambda g, k=k: g[k], d.by_hops)) for k in range(n_t + 1)])
+    g = g_k.sum(0)
+    grad_m = jax.jit(jax.vmap(lambda m: flat(gp.masked_grad(cell, params, xs, loss, scales={"gates": m}))))
+    out = {}
+    for i, p in enumerate(ps):
+        e = ((1.0 - p) ** jnp.arange(n_t + 1)) @ g_k
+        m = jax.random.bernoulli(jax.random.fold_in(key, i), 1.0 - p, (n_masks, n_t)).astype(xs.dtype)
+        gm = grad_m(m)
+        out[f"p={p:g}"] = {
+            "rel_var": float(jnp.sum(jnp.var(gm, axis=0)) / jnp.sum(e**2)),
+            "cos_E_G": float(e @ g / (jnp.linalg.norm(e) * jnp.linalg.norm(g))),
+            "norm_E_over_G": float(jnp.linalg.norm(e) / jnp.linalg.norm(g)),
+            "mean_error": float(jnp.linalg.norm(gm.mean(0) - e) / jnp.linalg.norm(e)),
+        }
+    out["hop_share"] = (jnp.linalg.norm(g_k, axis=1) / jnp.linalg.norm(g)).tolist()
+    return out
+
+
+def variance(args: C.Args, sz: dict, rec: dict) -> dict:
+    """estimator_stats at init and after training (p = 0 arm, seed 0), in float64, on one batch."""
+    cfg = TR.config(args, task="copy", T=sz["T"], cell="lstm", hidden_size=sz["H"], recurrent_init="gaussian")
+    trainer = TR.gt.make_trainer(cfg)
+    task = tasks.make("copy", sz["T"])
+    batch = task.sample(jax.random.key(99), 16)
+    xs = batch.inputs.astype(jnp.float64)
+    to64 = lambda t: jax.tree.map(lambda v: jnp.asarray(v, jnp.float64)[0], t, is_leaf=lambda v: isinstance(v, list))
+    out = {}
+    for when, params in (("init", trainer.init(TR.seed_keys(1)[0]).params), ("trained", to64(rec["params"]))):
+        params = jax.tree.map(lambda v: jnp.asarray(v, jnp.float64), params)
+        ro = params["readout"]
+        loss = lambda hs, ro=ro: tasks.loss_and_accuracy(task, hs @ ro["W"] + ro["b"], batch)[0]
+        out[when] = estimator_stats(trainer.cell, params["cell"], xs, loss, VAR_PS, jax.random.key(1))
+    return out
 
 
 def run(args: C.Args) -> C.Outcome:
     sz = sizes(args)
-    res = sweep(args, sz)
+    rec = sweep(args, sz)
     names = [f"p={p:g}" for p in PS]
-    base = float(FT.curves(res, names[0], "baseline")[0, 0])
-    loss = {k: FT.curves(res, k) / base for k in names}  # [seeds, segments]
-    acc = {k: FT.curves(res, k, "accuracy")[:, -1] for k in names}
-    diverged = {k: int(np.asarray(res[k]["diverged"], bool)[:, -1].sum()) for k in names}
-    steps = np.asarray(res["steps"], float)
-    score = {k: np.nanmean(v, axis=1) for k, v in loss.items()}
-    final = {k: float(np.nanmedian(v[:, -1])) for k, v in loss.items()}
-    v = verdict([score[k] for k in names], [final[k] for k in names])
-    med = {k: float(np.median(score[k])) for k in names}
-    headline = (
-        f"copy T={sz['T']}, {sz['steps']} steps: median score A (mean loss/baseline) "
-        + ", ".join(f"{k} {C.fmt(med[k])}" for k in names)
-        + "; final loss/baseline "
-        + ", ".join(f"{k} {C.fmt(final[k])}" for k in names)
+    score = {k: TR.score(rec, k) for k in names}
+    final = {k: TR.median_ratio(TR.final_ratio(rec, k)) for k in names}
+    v, ds = verdict([score[k] for k in names], [final[k] for k in names])
+    var = C.cached(
+        args.dir(NAME) / "points" / f"variance-{TR.config_hash(rec['config'], sz)}.json",
+        lambda: variance(args, sz, rec),
     )
-    if v == C.INCONCLUSIVE:
-        headline = f"nothing learned (final loss ≥ {LEARNED}×baseline for every p); " + headline
-    better = [k for k in names[1:] if clearly_better(score[k], score[names[0]])]
-    worse = [k for k in names[1:] if clearly_better(score[names[0]], score[k])]
-    agrees = True if v == C.SUPPORTED else (False if worse and not better else None)
-    rep = C.Reproduction(
-        "Kanuparthi et al. 2019 (h-detach)",
-        f"LSTM H={sz['H']} copy T={sz['T']}, p ∈ {{{', '.join(n[2:] for n in names)}}}, {sz['seeds']} seeds, "
-        f"{sz['steps']} Adam steps",
-        "h-detach (p = 0.25-0.5) speeds up LSTM training on the copy task",
-        f"score A {', '.join(f'{k} {C.fmt(med[k])}' for k in names)}; clearly faster: {better or 'none'}, "
-        f"clearly slower: {worse or 'none'}",
-        agrees,
+    vtxt = lambda w: ", ".join(f"{k} {var[w][k]['rel_var']:.3g}" for k in var[w] if k != "hop_share")
+    headline = (
+        f"copy T={sz['T']}, {sz['seeds']} seeds, {sz['steps']} steps: median score A "
+        + ", ".join(f"{k} {S.bootstrap_stat(score[k]).text()}" for k in names)
+        + "; A(p=0) − A(p): "
+        + "; ".join(f"{k} {d.text()}" for k, d in zip(names[1:], ds))
+        + f" | estimator tr Cov/‖E‖² at init: {vtxt('init')}; trained: {vtxt('trained')}"
     )
     rows = "\n".join(
-        f"| {k} | {C.fmt(med[k])} | {C.fmt(float(np.percentile(score[k], 25)))}–"
-        f"{C.fmt(float(np.percentile(score[k], 75)))} | {C.fmt(final[k])} | {C.fmt(float(np.nanmedian(acc[k])))} | "
-        f"{diverged[k]} |"
-        for k in names
+        f"| {k} | {var[w][k]['rel_var']:.3g} | {var[w][k]['cos_E_G']:.4f} | {var[w][k]['norm_E_over_G']:.3g} | "
+        f"{var[w][k]['mean_error']:.2g} |"
+        for w in var
+        for k in var[w]
+        if k != "hop_share"
     )
     summary = (
-        f"LSTM H={sz['H']} (b_f=1) on copy T={sz['T']} (baseline {C.fmt(base)} nats/step), batch {sz['B']}, "
-        f"Adam lr {sz['lr']}, {sz['steps']} steps, {sz['seeds']} seeds (same seeds for every p). Score A = mean "
-        "over training of loss/baseline (lower trains faster).\n\n"
-        "| h-detach p | median A | A IQR | final loss/baseline | final copy accuracy | diverged |\n"
-        "|---|---|---|---|---|---|\n" + rows
+        f"LSTM H={sz['H']} (b_f=1) on copy T={sz['T']}, batch {sz['B']}, Adam lr 1e-2, clip 1, {sz['steps']} steps, "
+        f"{sz['seeds']} seeds (same seeds for every p). Decisions: "
+        + "; ".join(f"{k}: {d.text()}" for k, d in zip(names[1:], ds))
+        + f"\n\nThe estimator on one batch of 16 (float64, {N_MASKS} masks per p; rows: init, then trained):\n\n"
+        "| p | tr Cov(g_m)/‖E‖² | cos(E_p, G) | ‖E_p‖/‖G‖ | ‖mean of masks − E_p‖/‖E_p‖ |\n|---|---|---|---|---|\n"
+        + rows
+        + "\n\nHop-class norms ‖G^[k]‖/‖G‖, init: "
+        + ", ".join(f"{x:.2g}" for x in var["init"]["hop_share"][:6])
+        + "; trained: "
+        + ", ".join(f"{x:.2g}" for x in var["trained"]["hop_share"][:6])
     )
-    outcome = C.Outcome(CLAIM, NAME, v, headline, "hdetach.png", (rep,))
+    outcome = C.Outcome(CLAIM, NAME, v, headline, "hdetach.png", tuple(_paper_row(args, T) for T in PAPER["T"]))
     C.write_outputs(
         args,
         NAME,
         config=sz,
-        data={"score": score, "final_rel": final, "loss_rel": loss, "accuracy": acc, "steps": steps},
         outcome=outcome,
         summary=summary,
-        figures={"hdetach.png": _figure(steps, loss, score, sz, v)},
         seeds=sz["seeds"],
+        data={"score": score, "final_rel": final, "decisions": [d._asdict() for d in ds], "estimator": var},
+        figures={"hdetach.png": _figure(rec, score, var, sz, v)},
     )
     return outcome
 
 
-def _figure(steps, loss, score, sz, v):
+def _paper_row(args: C.Args, T: int) -> C.Reproduction:
+    src, exp = "Kanuparthi et al. 2019 (h-detach)", "p = 0.5 trains copy faster than p = 0"
+    setting = f"copy T={T}, hidden 128, Adam 1e-3, batch 100, clip 1, p = 0.5"
+    if args.scale != "full":
+        return C.Reproduction(src, setting, exp, "—", C.NOT_RUN)
+    sz = {"T": T, "H": PAPER["H"], "B": PAPER["B"], "steps": 20000, "segment": 500, "seeds": args.n_seeds(2, 8, 8)}
+    rec = sweep(args, sz, (0.0, PAPER["p"]), lr=PAPER["lr"])
+    d = S.decide(S.bootstrap_diff(TR.score(rec, "p=0"), TR.score(rec, "p=0.5"), paired=True), what="A(p=0) − A(p=0.5)")
+    return C.Reproduction(src, setting, exp, d.text(), {S.SUPPORTED: True, S.NOT_SUPPORTED: False}.get(d.verdict))
+
+
+def _figure(rec, score, var, sz, v):
     import matplotlib.pyplot as plt
 
-    from experiments.c2_vanishing import band
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.0))
-    for j, (k, y) in enumerate(loss.items()):
-        band(axes[0], steps, y, f"C{j}", f"h-detach {k}")
-        axes[1].plot(np.full(len(score[k]), j), score[k], "o", color=f"C{j}", alpha=0.6)
-        axes[1].plot([j - 0.25, j + 0.25], [np.median(score[k])] * 2, color="k", lw=2)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.0))
+    for j, k in enumerate(score):
+        C.band(axes[0], rec["steps"], TR.arm(rec, k) / rec["baseline"], f"C{j}", f"h-detach {k}")
+        C.arm_dots(axes[1], j, score[k], f"C{j}")
     axes[0].set_yscale("log")
     axes[0].set_xlabel("training step")
-    axes[0].set_ylabel("copy loss / memoryless baseline (median, IQR)")
+    axes[0].set_ylabel("copy loss / baseline (median, 95% CI)")
     axes[0].legend(fontsize=8)
-    axes[1].set_xticks(range(len(loss)), list(loss), fontsize=8)
-    axes[1].set_ylabel("score A = mean loss/baseline over training")
-    axes[1].set_xlabel("h-detach probability (seeds: dots; median: bar)")
-    meds = ", ".join(f"{k} {C.fmt(float(np.median(a)))}" for k, a in score.items())
-    fig.suptitle(f"h-detach on copy T={sz['T']}, LSTM H={sz['H']}: {v}; median score A {meds}")
+    axes[1].set_xticks(range(len(score)), list(score))
+    axes[1].set_ylabel("score A (seeds; median, bootstrap 95%)")
+    for w, mk in (("init", "o-"), ("trained", "s--")):
+        axes[2].plot(VAR_PS, [var[w][f"p={p:g}"]["rel_var"] for p in VAR_PS], mk, label=w)
+    axes[2].set_yscale("log")
+    axes[2].set_xlabel("h-detach probability p")
+    axes[2].set_ylabel("tr Cov(g_m) / ‖E g_m‖²")
+    axes[2].legend(fontsize=8)
+    fig.suptitle(f"h-detach on copy T={sz['T']}, LSTM H={sz['H']}, {sz['seeds']} seeds: {v}")
     fig.tight_layout()
     return fig
 

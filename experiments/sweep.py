@@ -15,7 +15,6 @@ seed), diverged (per seed: the step, or null), wall_s, devices.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import itertools
 import json
 import math
@@ -29,6 +28,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from experiments import _common as C
+from experiments._train import config_hash
 from gradpaths import train as gt
 
 
@@ -48,9 +48,8 @@ def grid(base: gt.TrainConfig, **axes: Sequence[Any]) -> dict[str, gt.TrainConfi
 
 
 def point_name(config: gt.TrainConfig) -> str:
-    """A stable short name for a config: a hash of its fields."""
-    text = json.dumps(dataclasses.asdict(config), sort_keys=True)
-    return "cfg-" + hashlib.sha256(text.encode()).hexdigest()[:12]
+    """A stable short name for a config: ``_train.config_hash`` of its fields (the experiments' one hash)."""
+    return "cfg-" + config_hash(dataclasses.asdict(config))
 
 
 def _file_name(name: str) -> str:

@@ -20,6 +20,10 @@ the time step); ``baseline_accuracy`` is its accuracy on ``score_mask`` (None fo
   loss is the mean CE over **all** T+20 steps; a memoryless model is certain of the
   blanks and uniform over 8 symbols at the last 10 steps: baseline 10 ln 8 / (T+20).
 - ``selective`` ("A, but B"): see ``sample_selective``. Baseline ln 2, accuracy 1/2.
+- ``longlag`` (Hochreiter and Schmidhuber 1997, experiment 2a, "noise-free sequences with
+  long time lags", p = T): the sequence (y, a_1, …, a_{p-1}) or (x, a_1, …, a_{p-1}), each
+  with probability 1/2, one-hot over p + 1 symbols; at the last step the model predicts
+  the sequence's final element, which equals its first (x or y). Baseline ln 2, accuracy 1/2.
 - ``digits``: scikit-learn's 8×8 digits (shipped inside scikit-learn, the ``[digits]`` extra), scaled to [0, 1];
   T=64 feeds one pixel per step, T=8 one row per step; the class is predicted at the
   last step. Baseline: the entropy of the split's class frequencies (≈ ln 10).
@@ -232,7 +236,22 @@ def sample_digits(key: jax.Array, batch_size: int, T: int, split: str = "train")
     return Batch(xs, targets, mask, mask)
 
 
-TASKS = ("adding", "copy", "selective", "digits")
+def sample_longlag(key: jax.Array, batch_size: int, T: int) -> Batch:
+    """Long time lag, noise-free (1997 experiment 2a), p = T: inputs one-hot [B, T, T+1]; label [B, T] at T-1.
+
+    Symbols 0..T-2 are the local symbols a_1..a_{T-1} (always in this order), T-1 is x and
+    T is y; the label is 0 for x, 1 for y (the first symbol, read T-1 steps before).
+    """
+    (u,) = _uniforms(key, (batch_size,))
+    first = (u < 0.5).astype(jnp.int32)
+    local = jnp.broadcast_to(jnp.arange(T - 1, dtype=jnp.int32), (batch_size, T - 1))
+    tokens = jnp.concatenate([(T - 1 + first)[:, None], local], axis=1)
+    targets = jnp.zeros((batch_size, T), jnp.int32).at[:, -1].set(first)
+    mask = _last_step(batch_size, T)
+    return Batch(jax.nn.one_hot(tokens, T + 1, dtype=F32), targets, mask, mask)
+
+
+TASKS = ("adding", "copy", "selective", "digits", "longlag")
 
 
 def _check_T(name: str, T, low: int) -> int:
@@ -251,7 +270,7 @@ def make(name: str, T: int, **options) -> Task:
     Args:
       name: "adding" (T >= 2 steps), "copy" (lag T >= 1, length T+20), "selective"
         (T >= 4 steps; options ``max_buts`` >= 1, ``density`` in (0, 1]) or "digits"
-        (T = 64 pixels or T = 8 rows; option ``split`` "train" or "test").
+        (T = 64 pixels or T = 8 rows; option ``split`` "train" or "test"), or "longlag" (p = T >= 2).
       T: see above.
     """
     if name not in TASKS:
@@ -269,6 +288,9 @@ def make(name: str, T: int, **options) -> Task:
         sample = functools.partial(sample_copy, T=T)
         base = N_COPY * math.log(COPY_SYMBOLS) / (T + 2 * N_COPY)
         return Task(name, T, T + 2 * N_COPY, COPY_MARKER + 1, COPY_SYMBOLS + 1, "ce", base, 1.0 / COPY_SYMBOLS, sample)
+    if name == "longlag":
+        T = _check_T(name, T, 2)
+        return Task(name, T, T, T + 1, 2, "ce", math.log(2.0), 0.5, functools.partial(sample_longlag, T=T))
     if name == "selective":
         T = _check_T(name, T, 4)
         max_buts = options.get("max_buts", 3)

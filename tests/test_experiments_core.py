@@ -78,3 +78,32 @@ def test_cli_rejects_bad_flags():
     with pytest.raises(SystemExit):
         C.parse_args("x", ["--seeds", "0"])
     assert C.parse_args("x", ["--scale", "full", "--seeds", "3"]).n_seeds(1, 2, 4) == 3
+
+
+def test_reuse_recomputes_results_that_other_code_wrote(tmp_path, monkeypatch):
+    """results.json carries the code version; a changed experiment, shared module or library is rerun."""
+    assert runner.main(["--quick", "--only", "C1", "--out", str(tmp_path)]) == 0
+    path = tmp_path / "c1_exact" / "results.json"
+    r = json.loads(path.read_text())
+    assert r["code_version"] == C.code_version("c1_exact") and r["config"] is not None
+    args = C.Args(scale="quick", out=tmp_path)
+    assert runner.reuse(args, "c1_exact") is not None
+    r["code_version"] = "older-code"
+    path.write_text(json.dumps(r))
+    assert runner.reuse(args, "c1_exact") is None
+    monkeypatch.setattr(C, "code_version", lambda name: "older-code")  # as if the sources had changed back
+    assert runner.reuse(args, "c1_exact") is not None
+
+
+def test_code_version_follows_the_sources(tmp_path, monkeypatch):
+    v = C.code_version("c1_exact")
+    assert v == C.code_version("c1_exact") and v != C.code_version("c4_cec")
+    fake = tmp_path / "experiments"
+    fake.mkdir()
+    (fake / "x.py").write_text("A = 1\n")
+    (tmp_path / "gradpaths").mkdir()
+    (tmp_path / "gradpaths" / "m.py").write_text("B = 1\n")
+    monkeypatch.setattr(C, "_ROOT", tmp_path)
+    before = C.code_version("x")
+    (tmp_path / "gradpaths" / "m.py").write_text("B = 2\n")
+    assert C.code_version("x") != before
