@@ -151,3 +151,18 @@ def cases(verdicts: list[str]) -> str:
     if all(v == C.SUPPORTED for v in verdicts):
         return C.SUPPORTED
     return C.NOT_SUPPORTED if all(v == C.NOT_SUPPORTED for v in verdicts) else C.INCONCLUSIVE
+
+
+def brief(e) -> str:
+    """'value [lo, hi]' of an Estimate or a Decision, three significant digits."""
+    lo, hi = (e.lo, e.hi) if isinstance(e, S.Estimate) else e.interval
+    return f"{C.fmt(e.value if isinstance(e, S.Estimate) else e.estimate)} [{C.fmt(lo)}, {C.fmt(hi)}]"
+
+
+def save(args: C.Args, name: str, outcome: C.Outcome, summary: str, fig, config, data, seeds=None) -> C.Outcome:
+    """Writes DIR/<name>/ (results.json, summary.md and the figure as ``outcome.figure``); returns outcome."""
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
+    C.write_outputs(args, name, config=config, data=data, outcome=outcome, summary=summary,
+                    figures={outcome.figure: fig}, seeds=seeds)  # fmt: skip
+    return outcome

@@ -13,6 +13,7 @@ import numpy as np
 
 import gradpaths as gp
 from experiments import _common as C
+from experiments import _probe as P
 
 CLAIM, NAME = "C1", "c1_exact"
 TITLE = "C1: the total gradient is exactly the sum of per-step gradients"
@@ -103,16 +104,9 @@ def run(args: C.Args) -> C.Outcome:
         + rows
     )
     outcome = C.Outcome(CLAIM, NAME, v, headline, "c1_errors.png")
-    C.write_outputs(
-        args,
-        NAME,
-        config={"cells": names, "parts": parts, "T": n_t, "H": n_h, "B": n_b, "I": n_i, "max_hops": max_hops},
-        data={"errors": table, "worst": worst, "tolerance": TOL},
-        outcome=outcome,
-        summary=summary,
-        figures={"c1_errors.png": fig},
-    )
-    return outcome
+    config = {"cells": names, "parts": parts, "T": n_t, "H": n_h, "B": n_b, "I": n_i, "max_hops": max_hops}
+    data = {"errors": table, "worst": worst, "tolerance": TOL}
+    return P.save(args, NAME, outcome, summary, fig, config, data)
 
 
 def _figure(table, cells, worst, parts):

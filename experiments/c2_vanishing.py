@@ -186,17 +186,10 @@ def run(args: C.Args) -> C.Outcome:
         for r, s in ((lin, NEAR_LINEAR[1]), (typ, 1.0))
     )
     outcome = C.Outcome(CLAIM, NAME, v, headline, "c2_vanishing.png", reps)
-    C.write_outputs(
-        args,
-        NAME,
-        config={"T": n_t, "H": n_h, "B": n_b, "I": n_i, "T_list": t_list, "configs": configs, "fit_d": FIT_D},
-        data={"rows": rows, "median_g_d": {k: np.median(o["g_d"], 0) for k, o in per.items()}},
-        outcome=outcome,
-        summary=summary,
-        figures={"c2_vanishing.png": _figure(per, rows, t_list, n_t, fl, v)},
-        seeds=n_seeds,
-    )
-    return outcome
+    fig = _figure(per, rows, t_list, n_t, fl, v)
+    config = {"T": n_t, "H": n_h, "B": n_b, "I": n_i, "T_list": t_list, "configs": configs, "fit_d": FIT_D}
+    data = {"rows": rows, "median_g_d": {k: np.median(o["g_d"], 0) for k, o in per.items()}}
+    return P.save(args, NAME, outcome, summary, fig, config, data, n_seeds)
 
 
 def _figure(per, rows, t_list, n_t, fl, v):
@@ -227,7 +220,6 @@ def _figure(per, rows, t_list, n_t, fl, v):
         f"C2 {v}: at g=1 min ‖g(T)‖/‖g({t_list[0]})‖ = {ref.value:.2f} [{ref.lo:.2f}, {ref.hi:.2f}] while "
         "the long-range tail falls exponentially"
     )
-    fig.tight_layout()
     return fig
 
 

@@ -110,8 +110,8 @@ def run(args: C.Args) -> C.Outcome:
     move = (med["highway"][-1] - med["highway"][0]) / abs(med["highway"][0])
     headline = (
         f"highway Jacobian = diag(f) to {C.fmt(jac_err)}, 0-hop log-norm = Σ log f to {C.fmt(adj_err)}; slope vs "
-        f"ln g (mean, 95% CI, n={n_seeds}): hop paths {est['hops'].text()[:-7]}, highway {est['highway'].text()[:-7]}; "
-        f"highway/hop {q.text()[:-7]}; the highway rate changes {move:+.0%} across g = {GAINS[0]}…{GAINS[-1]}"
+        f"ln g (mean, 95% CI, n={n_seeds}): hop paths {P.brief(est['hops'])}, highway {P.brief(est['highway'])}; "
+        f"highway/hop {P.brief(q)}; the highway rate changes {move:+.0%} across g = {GAINS[0]}…{GAINS[-1]}"
     )
     rows = "\n".join(
         f"| {g} | {C.fmt(med['highway'][j])} | {C.fmt(med['hops'][j])} | {C.fmt(med['full'][j])} | {C.fmt(np.log(g))} |"
@@ -129,24 +129,17 @@ def run(args: C.Args) -> C.Outcome:
         + "\n\nRates (medians) are top Lyapunov exponents (nats/step) of the products of each edge's Jacobians."
     )
     outcome = C.Outcome(CLAIM, NAME, dec.verdict, headline, "c3_highway.png")
-    C.write_outputs(
-        args,
-        NAME,
-        config={"T": n_t, "H": n_h, "B": n_b, "I": n_i, "T_J": n_tj, "gains": GAINS, "forget_bias": 1.0},
-        data={
-            "jacobian_err": jac_err,
-            "adjoint_log_err": adj_err,
-            "slopes": est,
-            "q": q,
-            "decision": dec,
-            "rates": {k: out[f"rate_{k}"] for k in EDGE_SETS},
-        },
-        outcome=outcome,
-        summary=summary,
-        figures={"c3_highway.png": _figure(out, est, n_t, dec)},
-        seeds=n_seeds,
-    )
-    return outcome
+    fig = _figure(out, est, n_t, dec)
+    config = {"T": n_t, "H": n_h, "B": n_b, "I": n_i, "T_J": n_tj, "gains": GAINS, "forget_bias": 1.0}
+    data = {
+        "jacobian_err": jac_err,
+        "adjoint_log_err": adj_err,
+        "slopes": est,
+        "q": q,
+        "decision": dec,
+        "rates": {k: out[f"rate_{k}"] for k in EDGE_SETS},
+    }
+    return P.save(args, NAME, outcome, summary, fig, config, data, n_seeds)
 
 
 def _figure(out, est, n_t, dec):
@@ -177,7 +170,6 @@ def _figure(out, est, n_t, dec):
     axes[1].set_ylabel("‖∂L/∂c_s‖ by hop class (median)")
     axes[1].legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.14))
     fig.suptitle(f"C3: {dec.verdict} — {dec.reason}")
-    fig.tight_layout()
     return fig
 
 

@@ -14,6 +14,7 @@ import numpy as np
 
 import gradpaths as gp
 from experiments import _common as C
+from experiments import _probe as P
 
 CLAIM, NAME = "C4", "c4_cec"
 TITLE = "C4: with f = 1 the highway carries dL/dc back unchanged"
@@ -76,17 +77,9 @@ def run(args: C.Args) -> C.Outcome:
     )
     outcome = C.Outcome(CLAIM, NAME, v, headline, "c4_highway.png")
     fig = _figure(curves, n_t, s_off, eps)
-    C.write_outputs(
-        args,
-        NAME,
-        config={"T": n_t, "H": n_h, "I": n_i, "max_hops": max_hops, "seeds": n_seeds},
-        data={"spreads": spreads, "eps": eps, "median_norms": {k: np.median(v_, axis=0) for k, v_ in curves.items()}},
-        outcome=outcome,
-        summary=summary,
-        figures={"c4_highway.png": fig},
-        seeds=n_seeds,
-    )
-    return outcome
+    config = {"T": n_t, "H": n_h, "I": n_i, "max_hops": max_hops, "seeds": n_seeds}
+    data = {"spreads": spreads, "eps": eps, "median_norms": {k: np.median(v_, axis=0) for k, v_ in curves.items()}}
+    return P.save(args, NAME, outcome, summary, fig, config, data, n_seeds)
 
 
 def _figure(curves, n_t, s_off, eps):
@@ -109,7 +102,6 @@ def _figure(curves, n_t, s_off, eps):
     axes[0].legend(fontsize=7)
     flat = "is flat in s" if s_off <= 10 * eps else "is NOT flat in s"
     fig.suptitle(f"C4: with f ≡ 1 the 0-hop ∂L/∂c_s {flat} (relative spread {s_off:.1e}); with a forget gate it decays")
-    fig.tight_layout()
     return fig
 
 

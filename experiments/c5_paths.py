@@ -64,9 +64,7 @@ def run(args: C.Args) -> C.Outcome:
     dom = {s: labels[int(np.argmax(med[s]["norm_share"]))] if size[s].value > 0 else "—" for s in P.SETTINGS}
     headline = (
         f"exact (rel. err {C.fmt(max_err)}); at d≥{sz['d_long']}, highway share (median [95% CI], n={sz['seeds']}): "
-        + "; ".join(
-            f"{s} {share[s].text()[: share[s].text().index(' (n')]}" for s in P.SETTINGS if size[s].lo > SURVIVE
-        )
+        + "; ".join(f"{s} {P.brief(share[s])}" for s in P.SETTINGS if size[s].lo > SURVIVE)
         + f" — {dec.reason}"
     )
     rows = "\n".join(
@@ -85,17 +83,10 @@ def run(args: C.Args) -> C.Outcome:
         + "\n\nProjection shares sum to 1 over the classes; a cancellation ratio near 1 means the classes add up."
     )
     outcome = C.Outcome(CLAIM, NAME, dec.verdict, headline, "c5_paths.png")
-    C.write_outputs(
-        args,
-        NAME,
-        config=sz,
-        data={"max_rel_err": max_err, "size": size, "highway_share": share, "long_range": med, "decision": dec},
-        outcome=outcome,
-        summary=summary,
-        figures={"c5_paths.png": _figure(long, size, share, sz)},
-        seeds=sz["seeds"],
-    )
-    return outcome
+    fig = _figure(long, size, share, sz)
+    config = sz
+    data = {"max_rel_err": max_err, "size": size, "highway_share": share, "long_range": med, "decision": dec}
+    return P.save(args, NAME, outcome, summary, fig, config, data, sz["seeds"])
 
 
 def _figure(long, size, share, sz):
@@ -139,7 +130,6 @@ def _figure(long, size, share, sz):
         f"C5: the long-range gradient survives at {', '.join(surv) or 'no bias'}; the highway carries it "
         f"(95% CI above {HIGHWAY_SHARE}) at {', '.join(carried) or 'none of them'}"
     )
-    fig.tight_layout()
     return fig
 
 

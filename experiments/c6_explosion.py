@@ -109,17 +109,9 @@ def run(args: C.Args) -> C.Outcome:
     )
     outcome = C.Outcome(CLAIM, NAME, v, headline, "c6_explosion.png")
     fig = _figure(gains, norm, finite, frac, count, n_seeds, parts)
-    C.write_outputs(
-        args,
-        NAME,
-        config={"T": n_t, "H": n_h, "B": n_b, "I": n_i, "gains": gains, "threshold": EXPLODE},
-        data={"fraction": frac, "nonfinite": nonfinite, "log10_norm_median": med, "differences": parts},
-        outcome=outcome,
-        summary=summary,
-        figures={"c6_explosion.png": fig},
-        seeds=n_seeds,
-    )
-    return outcome
+    config = {"T": n_t, "H": n_h, "B": n_b, "I": n_i, "gains": gains, "threshold": EXPLODE}
+    data = {"fraction": frac, "nonfinite": nonfinite, "log10_norm_median": med, "differences": parts}
+    return P.save(args, NAME, outcome, summary, fig, config, data, n_seeds)
 
 
 def _figure(gains, norm, finite, frac, count, n_seeds, parts):
@@ -153,7 +145,6 @@ def _figure(gains, norm, finite, frac, count, n_seeds, parts):
         + ", ".join(f"{onset[k]} ({k})" for k in CELLS)
         + f";\nLSTM fraction below the RNN's (95% CI) at {fewer} scales, above at {more}"
     )
-    fig.tight_layout()
     return fig
 
 

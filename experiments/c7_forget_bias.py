@@ -61,10 +61,7 @@ def run(args: C.Args) -> C.Outcome:
         + f" (chrono {C.fmt(norm['chrono'].value)}, n={sz['seeds']}); {dec.reason}; weakest step log-ratio "
         + f"{C.fmt(dec.estimate)} [95% CI {C.fmt(dec.interval[0])}, {C.fmt(dec.interval[1])}]"
     )
-    step_rows = "\n".join(
-        f"| {a} → {b} | {C.fmt(x.estimate)} [{C.fmt(x.interval[0])}, {C.fmt(x.interval[1])}] | {x.verdict} |"
-        for a, b, x in zip(sweep, sweep[1:], steps)
-    )
+    step_rows = "\n".join(f"| {a} → {b} | {P.brief(x)} | {x.verdict} |" for a, b, x in zip(sweep, sweep[1:], steps))
     summary = (
         f"LSTM H={sz['H']}, T={sz['T']}, batch {sz['B']}, {sz['seeds']} seeds, float64, loss r·h_{{T-1}}, distance "
         f"d = {d}. {dec.text()}\n\n| setting | ‖G_d={d}‖ median [95% CI] | highway projection share [95% CI] |\n"
@@ -74,17 +71,10 @@ def run(args: C.Args) -> C.Outcome:
         + step_rows
     )
     outcome = C.Outcome(CLAIM, NAME, dec.verdict, headline, "c7_forget_bias.png")
-    C.write_outputs(
-        args,
-        NAME,
-        config=sz,
-        data={"norm": norm, "highway_share": share, "steps": steps, "decision": dec},
-        outcome=outcome,
-        summary=summary,
-        figures={"c7_forget_bias.png": _figure(res, norm, share, sz, dec)},
-        seeds=sz["seeds"],
-    )
-    return outcome
+    fig = _figure(res, norm, share, sz, dec)
+    config = sz
+    data = {"norm": norm, "highway_share": share, "steps": steps, "decision": dec}
+    return P.save(args, NAME, outcome, summary, fig, config, data, sz["seeds"])
 
 
 def _figure(res, norm, share, sz, dec):
@@ -101,7 +91,6 @@ def _figure(res, norm, share, sz, dec):
     axes[1].axhline(0.5, color="k", ls=":", lw=0.8)
     axes[0].set_xlabel("forget-gate bias at initialisation")
     fig.suptitle(f"C7 (at init): the gradient at d={d} against b_f — {dec.verdict}: {dec.reason}")
-    fig.tight_layout()
     return fig
 
 

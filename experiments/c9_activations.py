@@ -79,19 +79,19 @@ def run(args: C.Args) -> C.Outcome:
     per_g = [at_gain({a: rates[a][:, j] for a in ACTIVATIONS}) for j in range(len(GAINS))]
     v = verdict([s for s, _ in per_g])
     need = max((p.n_needed or 0) for _, parts in per_g for p in parts) or None
-    diff = lambda p: f"{C.fmt(p.estimate)} [{C.fmt(p.interval[0])}, {C.fmt(p.interval[1])}]"
     headline = (
         f"rate differences (mean, 95% CI, n={n_seeds} paired seeds) "
         + "; ".join(
-            f"g={g:g}: tanh−sigmoid {diff(ps[0])}, relu−tanh {diff(ps[1])} ({st})" for g, (st, ps) in zip(GAINS, per_g)
+            f"g={g:g}: tanh−sigmoid {P.brief(ps[0])}, relu−tanh {P.brief(ps[1])} ({st})"
+            for g, (st, ps) in zip(GAINS, per_g)
         )
         + (f"; about {need} seeds would decide" if v == C.INCONCLUSIVE and need else "")
     )
     rate_ci = {a: [P.ci(rates[a][:, j]) for j in range(len(GAINS))] for a in ACTIVATIONS}
     rows = "\n".join(
         f"| {g:g} | "
-        + " | ".join(rate_ci[a][j].text()[: rate_ci[a][j].text().index(" (n")] for a in ACTIVATIONS)
-        + f" | {diff(per_g[j][1][0])} | {diff(per_g[j][1][1])} | {per_g[j][0]} |"
+        + " | ".join(P.brief(rate_ci[a][j]) for a in ACTIVATIONS)
+        + f" | {P.brief(per_g[j][1][0])} | {P.brief(per_g[j][1][1])} | {per_g[j][0]} |"
         for j, g in enumerate(GAINS)
     )
     summary = (
@@ -104,17 +104,10 @@ def run(args: C.Args) -> C.Outcome:
         + (f" About {need} paired seeds would decide the undecided differences." if need else "")
     )
     outcome = C.Outcome(CLAIM, NAME, v, headline, "c9_activations.png")
-    C.write_outputs(
-        args,
-        NAME,
-        config={"T": n_t, "H": n_h, "B": n_b, "I": n_i, "gains": GAINS, "fit_d": FIT_D},
-        data={"rates": rates, "rate_ci": rate_ci, "per_gain": per_g, "seeds_needed": need},
-        outcome=outcome,
-        summary=summary,
-        figures={"c9_activations.png": _figure(g_d, rate_ci, fl, n_t, per_g)},
-        seeds=n_seeds,
-    )
-    return outcome
+    fig = _figure(g_d, rate_ci, fl, n_t, per_g)
+    config = {"T": n_t, "H": n_h, "B": n_b, "I": n_i, "gains": GAINS, "fit_d": FIT_D}
+    data = {"rates": rates, "rate_ci": rate_ci, "per_gain": per_g, "seeds_needed": need}
+    return P.save(args, NAME, outcome, summary, fig, config, data, n_seeds)
 
 
 def _figure(g_d, rate_ci, fl, n_t, per_g):
@@ -141,7 +134,6 @@ def _figure(g_d, rate_ci, fl, n_t, per_g):
         "C9: sigmoid < tanh < relu (paired 95% CIs of the differences) — "
         + ", ".join(f"g={g:g}: {s}" for g, (s, _) in zip(GAINS, per_g))
     )
-    fig.tight_layout()
     return fig
 
 

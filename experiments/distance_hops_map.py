@@ -65,17 +65,10 @@ def run(args: C.Args) -> C.Outcome:
         + f"\n\nThe last class collects ≥{k1 - 1} hops, so where it is large the mean hop count is a lower bound."
     )
     outcome = C.Outcome(CLAIM, NAME, v, headline, "distance_hops_map.png")
-    C.write_outputs(
-        args,
-        NAME,
-        config=sz,
-        data={"median_norm_dk": maps, "mean_hops": mean_hops, "largest_far": largest, "decisions": parts},
-        outcome=outcome,
-        summary=summary,
-        figures={"distance_hops_map.png": _figure(maps, mean_hops, dom, far)},
-        seeds=sz["seeds"],
-    )
-    return outcome
+    fig = _figure(maps, mean_hops, dom, far)
+    config = sz
+    data = {"median_norm_dk": maps, "mean_hops": mean_hops, "largest_far": largest, "decisions": parts}
+    return P.save(args, NAME, outcome, summary, fig, config, data, sz["seeds"])
 
 
 def _figure(maps, mean_hops, dom, far):
