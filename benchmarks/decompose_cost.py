@@ -3,9 +3,13 @@
 Cases (all jitted, float32): ``jax.grad`` of mse(gp.unroll(...)) with the default
 custom VJP; the same with ``backward="autodiff"`` (a plain autodiff scan); and
 ``gp.decompose(..., parts=("hops",), max_hops=K)`` for K ∈ {0, 1, 3, 9}, i.e. K + 1
-cotangent buckets. ``parts=("distance",)`` is timed separately, for information.
+cotangent buckets, on the fast affine path; and the same LSTM through the **generic**
+engine (``gp.stack([lstm])``: the same maths, one VJP of the whole step per bucket) at
+K = 1 and 9. ``parts=("distance",)`` is timed separately at T, and with
+``max_distance=32`` at T_long (O(T·D) instead of O(T²)).
 
-Goals: 2 buckets (K = 1) ≤ 1.5× and 10 buckets (K = 9) ≤ 3× a plain gradient.
+Goals: 2 buckets (K = 1) ≤ 1.5× and 10 buckets (K = 9) ≤ 3× a plain gradient;
+by_distance with D = 32 at T = 1000 ≤ 40×. The generic path's cost is reported, not a goal.
 """
 
 from __future__ import annotations
@@ -19,9 +23,10 @@ import gradpaths as gp
 from benchmarks import timing
 
 NAME = "decompose_cost"
-FULL = {"batch": 32, "hidden": 128, "inputs": 8, "steps": 100, "hops": (0, 1, 3, 9), "repeats": 15}
-QUICK = {"batch": 4, "hidden": 16, "inputs": 3, "steps": 20, "hops": (0, 1, 3, 9), "repeats": 3}
+FULL = {"batch": 32, "hidden": 128, "inputs": 8, "steps": 200, "hops": (0, 1, 3, 9), "repeats": 15, "long": 1000}
+QUICK = {"batch": 4, "hidden": 16, "inputs": 3, "steps": 20, "hops": (0, 1, 3, 9), "repeats": 3, "long": 60}
 GOALS = {1: 1.5, 9: 3.0}
+DISTANCE_D, DISTANCE_GOAL = 32, 40.0
 GRAD, AUTODIFF = "jax.grad (custom VJP)", "jax.grad (autodiff scan)"
 
 
@@ -36,7 +41,7 @@ def matmul_macs(config: dict, buckets: int | None) -> int:
     return t * b * (i + h) * gh + k1 * t * b * gh * h + k1 * t * b * (i + h) * gh
 
 
-def cases(cell, params, xs, hops: Sequence[int], parts=("hops",)) -> dict:
+def cases(cell, params, xs, hops: Sequence[int], parts=("hops",), max_distance=None) -> dict:
     """The jitted zero-argument callables: the two gradients and one decompose per K."""
 
     def grad(backward):
@@ -44,12 +49,22 @@ def cases(cell, params, xs, hops: Sequence[int], parts=("hops",)) -> dict:
         return lambda: f(params)
 
     def dec(k):
-        f = jax.jit(lambda p: gp.decompose(cell, p, xs, timing.mse, max_hops=k, parts=parts).total)
+        f = jax.jit(lambda p: gp.decompose(cell, p, xs, timing.mse, max_hops=k, parts=parts, max_distance=max_distance).total)
         return lambda: f(params)
 
     out = {GRAD: grad("custom"), AUTODIFF: grad("autodiff")}
     label = lambda k: f"decompose hops K={k} ({k + 1} buckets)" if parts == ("hops",) else f"decompose {parts[0]}"
     out.update({label(k): dec(k) for k in hops})
+    return out
+
+
+def generic_cases(cell, params, xs, hops: Sequence[int]) -> dict:
+    """The same LSTM through the generic engine: a one-layer ``gp.stack`` is not an affine type."""
+    one, p1 = gp.stack([cell]), (params,)
+    out = {}
+    for k in hops:
+        f = jax.jit(lambda p, k=k: gp.decompose(one, p, xs, timing.mse, max_hops=k, parts=("hops",)).total[0])
+        out[f"generic engine hops K={k} ({k + 1} buckets)"] = lambda f=f: f(p1)
     return out
 
 
@@ -59,7 +74,7 @@ def _buckets(name: str) -> int | None:
 
 def run(config: dict, repeats: int) -> dict:
     cell, params, xs = timing.lstm_problem(config["batch"], config["hidden"], config["inputs"], config["steps"])
-    fns = cases(cell, params, xs, config["hops"])
+    fns = cases(cell, params, xs, config["hops"]) | generic_cases(cell, params, xs, (1, 9))
     ref = fns[AUTODIFF]()
     errors = {name: timing.rel_error(fn(), ref) for name, fn in fns.items()}
     timed = timing.time_cases(fns, repeats=repeats)
@@ -79,7 +94,7 @@ def run(config: dict, repeats: int) -> dict:
             }
         )
     for k, limit in GOALS.items():
-        name = next((n for n in timed if f"K={k} " in n), None)
+        name = next((n for n in timed if f"K={k} " in n and not n.startswith("generic")), None)
         if name is None:
             continue
         for ref_name in (GRAD, AUTODIFF):
@@ -89,7 +104,19 @@ def run(config: dict, repeats: int) -> dict:
             )
     dname = next(n for n in dist if n != GRAD)
     distance = {"case": dname, "ms": dist[dname]["ms"], "vs_grad": timing.ratio(dist, dname, GRAD)}
+    goals.append(long_distance(config))
     return {"config": config, "rows": rows, "goals": goals, "distance": distance}
+
+
+def long_distance(config: dict) -> dict:
+    """by_distance with max_distance = D at T_long, against a plain gradient on the same problem."""
+    cell, params, xs = timing.lstm_problem(config["batch"], config["hidden"], config["inputs"], config["long"])
+    both = cases(cell, params, xs, (0,), parts=("distance",), max_distance=DISTANCE_D)
+    name = f"decompose distance D={DISTANCE_D} at T={config['long']}"
+    fns = {GRAD: both[GRAD], name: both["decompose distance"]}
+    t = timing.time_cases(fns, repeats=3, warmup=0)
+    r = timing.ratio(t, name, GRAD)["median"]
+    return {"case": name, "reference": GRAD, "ratio": r, "goal": DISTANCE_GOAL, "verdict": timing.goal(r, DISTANCE_GOAL)}
 
 
 def markdown(result: dict) -> str:

@@ -369,8 +369,26 @@ def lstm(
     recurrent_init: str = "orthogonal",
     recurrent_scale: float = 1.0,
     input_scale: float = 1.0,
-) -> LSTM:
-    """An LSTM with forget-gate bias ``forget_bias`` (or chrono init up to lag ``chrono``)."""
+    peephole: bool = False,
+    layer_norm: bool = False,
+):
+    """An LSTM with forget-gate bias ``forget_bias`` (or chrono init up to lag ``chrono``).
+
+    ``peephole=True`` gives the peephole LSTM (Gers et al. 2002) and ``layer_norm=True`` the
+    layer-normalised LSTM (Ba et al. 2016), from ``lstm_variants``; they take forget_bias only.
+    """
+    if peephole or layer_norm:
+        from gradpaths.cells import lstm_variants as v  # imports this module: import on use
+
+        if peephole and layer_norm:
+            raise ValueError("choose one of peephole=True and layer_norm=True, not both")
+        others = {"forget_gate": (forget_gate, True), "chrono": (chrono, None), "recurrent_init": (recurrent_init, "orthogonal"),
+                  "recurrent_scale": (recurrent_scale, 1.0), "input_scale": (input_scale, 1.0)}  # fmt: skip
+        given = sorted(k for k, (val, default) in others.items() if val != default)
+        if given:
+            raise ValueError(f"the {'peephole' if peephole else 'layer-norm'} LSTM takes forget_bias only, got {given}")
+        make = v.peephole_lstm if peephole else v.layer_norm_lstm
+        return make(hidden_size, forget_bias=forget_bias)
     return LSTM(
         hidden_size,
         recurrent_init,
