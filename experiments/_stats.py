@@ -51,7 +51,10 @@ class Estimate(NamedTuple):
 
     def text(self, digits: int = 3) -> str:
         f = lambda x: f"{x:.{digits}g}"
-        return f"{f(self.value)} [{f(self.lo)}, {f(self.hi)}] (n={self.n})"
+        return f"{f(self.value)} {self.ci(digits)} (n={self.n})"
+
+    def ci(self, digits: int = 2) -> str:
+        return f"[{self.lo:.{digits}g}, {self.hi:.{digits}g}]"
 
 
 class Decision(NamedTuple):
@@ -219,9 +222,14 @@ def decide(
     why = f"{what}: the 95% interval [{lo:.3g}, {hi:.3g}] contains {null:g} at n={est.n}; " + (
         f"about {need} {unit} per arm would separate it at the observed effect {est.value:.3g}"
         if need
-        else "no effect observed, so more seeds would not separate the arms"
+        else "no effect observed at this scale: more seeds alone would not separate the arms (a longer run might)"
     )
     return Decision(INCONCLUSIVE, est.value, (lo, hi), est.n, why, need)
+
+
+def agrees(d: Decision) -> bool | None:
+    """A reproduction row's answer from a decision: SUPPORTED -> True, NOT SUPPORTED -> False, else None."""
+    return {SUPPORTED: True, NOT_SUPPORTED: False}.get(d.verdict)
 
 
 def inconclusive(reason: str, n: int = 0, estimate: float = math.nan) -> Decision:

@@ -162,7 +162,7 @@ def run(args: C.Args) -> C.Outcome:
             f"tanh RNN and LSTM, adding T={sz['T']}, SGD lr 0.1, g = {', '.join(a[2:] for a in arms)}",
             "clipping prevents the divergence that exploding gradients cause",
             parts["clipping"].text(),
-            {S.SUPPORTED: True, S.NOT_SUPPORTED: False}.get(parts["clipping"].verdict),
+            S.agrees(parts["clipping"]),
         ),
     )
     outcome = C.Outcome(CLAIM, NAME, v, headline, "c6_clipping.png", reps)

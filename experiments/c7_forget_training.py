@@ -79,7 +79,7 @@ def verdict(scores: list, solved: list) -> tuple[str, S.Decision]:
 def pair_row(rec, better, worse, source, setting, expected) -> C.Reproduction:
     """Does arm ``better`` train faster than ``worse``: decide(A(worse) − A(better))."""
     d = S.decide(S.bootstrap_diff(TR.score(rec, worse), TR.score(rec, better), paired=True), what="A difference")
-    agrees = {S.SUPPORTED: True, S.NOT_SUPPORTED: False}.get(d.verdict)
+    agrees = S.agrees(d)
     return C.Reproduction(source, setting, expected, f"A({worse}) − A({better}): {d.text()}", agrees)
 
 

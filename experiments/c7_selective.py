@@ -115,21 +115,21 @@ def analyse(cell, params, task, xs, batch):
 
 def verdict(accuracy, drop, block) -> tuple[str, dict[str, S.Decision]]:
     """Per seed: accuracy, drop = f̄_but/f̄_else and block = τ_but/τ_else (the module docstring's rule)."""
-    arrays = {k: np.asarray(v, float) for k, v in (("accuracy", accuracy), ("drop", drop), ("block", block))}
-    for name, v in arrays.items():
-        if v.size == 0 or not np.all(np.isfinite(v)):
-            raise ValueError(f"{name} must be finite numbers per seed, got {v!r}")
-    if np.median(arrays["accuracy"]) < SOLVED_ACC:
-        why = f"task not solved (median accuracy {np.median(arrays['accuracy']):.3g} < {SOLVED_ACC})"
-        return S.INCONCLUSIVE, {"solved": S.inconclusive(why, arrays["accuracy"].size)}
-    halves = {
-        "f drops at 'but'": S.decide(
-            S.bootstrap_stat(arrays["drop"]), null=CUT, above=S.NOT_SUPPORTED, below=S.SUPPORTED, what="drop"
-        ),
-        "gradient blocked at 'but'": S.decide(
-            S.bootstrap_stat(arrays["block"]), null=CUT, above=S.NOT_SUPPORTED, below=S.SUPPORTED, what="block"
-        ),
-    }
+    acc = np.asarray(accuracy, float)
+    if acc.size == 0 or not np.all(np.isfinite(acc)):
+        raise ValueError(f"accuracy must be finite numbers per seed, got {acc!r}")
+    if np.median(acc) < SOLVED_ACC:
+        why = f"task not solved (median accuracy {np.median(acc):.3g} < {SOLVED_ACC})"
+        return S.INCONCLUSIVE, {"solved": S.inconclusive(why, acc.size)}
+
+    def half(values, what):  # a seed whose ratio is not finite (an adjoint underflowed) is left out, and counted
+        v = np.asarray(values, float)
+        v = v[np.isfinite(v)]
+        if v.size == 0:
+            return S.inconclusive(f"{what}: no seed gave a finite value")
+        return S.decide(S.bootstrap_stat(v), null=CUT, above=S.NOT_SUPPORTED, below=S.SUPPORTED, what=what)
+
+    halves = {"f drops at 'but'": half(drop, "drop"), "gradient blocked at 'but'": half(block, "block")}
     return S.combine_parts(halves.values()), halves
 
 

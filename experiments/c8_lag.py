@@ -45,7 +45,7 @@ def sizes(args: C.Args) -> dict:
         "H": {"adding": args.pick(4, 16, 64), "copy": args.pick(4, 64, 128)},
         "batch": {"adding": args.pick(8, 32, 64), "copy": args.pick(8, 16, 64)},
         "T": {"adding": args.pick((5,), (50,), (50, 100, 200, 400)), "copy": args.pick((), (10,), (10, 20, 50))},
-        "steps": {"adding": args.pick(20, 600, 3000), "copy": args.pick(20, 2000, 10000)},
+        "steps": {"adding": args.pick(20, 600, 3000), "copy": args.pick(20, 3000, 10000)},
         "segment": args.pick(10, 100, 100),
         "seeds": args.n_seeds(2, 8, 16),
         "arjovsky_steps": args.pick(0, 0, 20000),
@@ -108,7 +108,7 @@ def run(args: C.Args) -> C.Outcome:
     parts = [
         f"{t} ({per_task[t]}) "
         + "; ".join(
-            f"T={T}: " + ", ".join(f"{c} {int(s[c].sum())}/{n} {S.rate(s[c]).text(2)[-20:]}" for c in CELLS)
+            f"T={T}: " + ", ".join(f"{c} {int(s[c].sum())}/{n} {S.rate(s[c]).ci()}" for c in CELLS)
             for T, s in succ[t].items()
         )
         for t in succ
@@ -119,7 +119,7 @@ def run(args: C.Args) -> C.Outcome:
     reps = (_adding_row(args, sz, ratios), *_arjovsky_rows(args, sz), _longlag_row(args, sz))
     rows = [
         f"| {t} | {T} | "
-        + " | ".join(f"{int(s[c].sum())}/{n} [{S.rate(s[c]).lo:.2f}, {S.rate(s[c]).hi:.2f}]" for c in CELLS)
+        + " | ".join(f"{int(s[c].sum())}/{n} {S.rate(s[c]).ci()}" for c in CELLS)
         + " | "
         + "; ".join(lag_decision(s)[1][c].text() for c in ("lstm", "gru"))
         + " |"
@@ -157,7 +157,7 @@ def _adding_row(args, sz, ratios) -> C.Reproduction:
         S.bootstrap_diff(S.worst_fill(ratios["adding"][T]["rnn"], 10), S.worst_fill(ratios["adding"][T]["lstm"], 10))
     )
     measured = f"final loss/baseline rnn − lstm: {d.text()}"
-    agrees = {S.SUPPORTED: True, S.NOT_SUPPORTED: False}.get(d.verdict)
+    agrees = S.agrees(d)
     return C.Reproduction(
         src, f"T={T}, H={sz['H']['adding']}, {sz['steps']['adding']} Adam steps", exp, measured, agrees
     )
@@ -214,9 +214,7 @@ def _longlag_row(args, sz) -> C.Reproduction:
     cfgs = {"lstm": TR.config(args, cell="lstm", forget_gate=False, **kw), "rnn": TR.config(args, cell="rnn", **kw)}
     s = {c: TR.solved(TR.final_ratio(TR.train(args, cfg, sz["seeds"])), SUCCESS) for c, cfg in cfgs.items()}
     d = S.decide(S.newcombe(int(s["lstm"].sum()), s["lstm"].size, int(s["rnn"].sum()), s["rnn"].size))
-    return C.Reproduction(
-        src, setting, exp, f"success lstm − rnn: {d.text()}", {S.SUPPORTED: True, S.NOT_SUPPORTED: False}.get(d.verdict)
-    )
+    return C.Reproduction(src, setting, exp, f"success lstm − rnn: {d.text()}", S.agrees(d))
 
 
 def _figure(recs, succ, n):

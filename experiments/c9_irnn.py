@@ -85,7 +85,7 @@ def run(args: C.Args) -> C.Outcome:
     d = verdict(succ[keys[0]], [succ[k] for k in keys[1:]])
     headline = (
         f"adding T={T}, {n} seeds, success (final MSE < {SUCCESS}×baseline) [Wilson 95%]: "
-        + "; ".join(f"{k} {int(s.sum())}/{n} [{S.rate(s).lo:.2f}, {S.rate(s).hi:.2f}]" for k, s in succ.items())
+        + "; ".join(f"{k} {int(s.sum())}/{n} {S.rate(s).ci()}" for k, s in succ.items())
         + f"; IRNN − best tanh {d.text()}"
     )
     reps = tuple(_le_row(args, sz, T_) for T_ in LE_T)
@@ -119,7 +119,7 @@ def _le_row(args, sz, T) -> C.Reproduction:
     runs = _runs(args, sz, T)
     succ = [TR.solved(TR.final_ratio(r), SUCCESS) for r in runs.values()]
     d = verdict(succ[0], succ[1:])
-    agrees = {S.SUPPORTED: True, S.NOT_SUPPORTED: False}.get(d.verdict)
+    agrees = S.agrees(d)
     return C.Reproduction(src, f"T={T}, H={sz['H']}, {sz['steps']} Adam steps", exp, d.text(), agrees)
 
 

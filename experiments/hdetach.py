@@ -184,7 +184,7 @@ def _paper_row(args: C.Args, T: int) -> C.Reproduction:
     sz = {"T": T, "H": PAPER["H"], "B": PAPER["B"], "steps": 20000, "segment": 500, "seeds": args.n_seeds(2, 8, 8)}
     rec = sweep(args, sz, (0.0, PAPER["p"]), lr=PAPER["lr"])
     d = S.decide(S.bootstrap_diff(TR.score(rec, "p=0"), TR.score(rec, "p=0.5"), paired=True), what="A(p=0) − A(p=0.5)")
-    return C.Reproduction(src, setting, exp, d.text(), {S.SUPPORTED: True, S.NOT_SUPPORTED: False}.get(d.verdict))
+    return C.Reproduction(src, setting, exp, d.text(), S.agrees(d))
 
 
 def _figure(rec, score, var, sz, v):

@@ -110,9 +110,11 @@ def test_selective_verdict(acc, drop, block, expected):
         assert halves["gradient blocked at 'but'"].verdict == S.SUPPORTED
 
 
-def test_selective_verdict_rejects_nan():
-    with pytest.raises(ValueError, match="drop"):
-        SEL.verdict([1.0], [float("nan")], [0.5])
+def test_selective_verdict_leaves_out_non_finite_seeds_and_rejects_bad_accuracy():
+    v, halves = SEL.verdict([1.0, 1.0], [float("nan")] * 2, [0.1, 0.1])
+    assert v == S.INCONCLUSIVE and "no seed" in halves["f drops at 'but'"].reason
+    with pytest.raises(ValueError, match="accuracy"):
+        SEL.verdict([float("nan")], [0.1], [0.1])
 
 
 @pytest.fixture(scope="module")

@@ -115,3 +115,10 @@ def test_fit_rates_skips_underflowed_points():
 
 def test_worst_fill():
     assert S.worst_fill([0.1, np.nan, np.inf], 1.0).tolist() == [0.1, 1.0, 1.0]
+
+
+def test_agrees_and_ci_text():
+    assert S.agrees(S.decide(S.Estimate(1.0, 0.5, 1.5, 8))) is True
+    assert S.agrees(S.decide(S.Estimate(-1.0, -1.5, -0.5, 8))) is False
+    assert S.agrees(S.decide(S.Estimate(0.0, -1.0, 1.0, 8))) is None
+    assert S.Estimate(0.5, 0.25, 0.75, 8).ci() == "[0.25, 0.75]"
