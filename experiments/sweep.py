@@ -28,6 +28,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from experiments import _common as C
+from experiments import distributed as D
 from experiments._train import config_hash
 from gradpaths import train as gt
 
@@ -66,7 +67,9 @@ def run_point(
     config: gt.TrainConfig, seeds: int, base_seed: int, on_segment: Callable[[int], None], per_device: str | None = None
 ) -> dict:
     """Trains ``seeds`` seeds of ``config`` segment by segment; returns the record (without name)."""
-    runner = gt.make_seeds(config, per_device=per_device)
+    # Many processes: each trains its own points on its own devices (jax.devices() spans them all).
+    devices = jax.local_devices() if jax.process_count() > 1 else None
+    runner = gt.make_seeds(config, per_device=per_device, devices=devices)
     keys = jax.random.split(jax.random.key(base_seed), seeds)
     start = time.perf_counter()
     states = runner.init(keys)
@@ -85,7 +88,7 @@ def run_point(
         "final": {f: C.to_jsonable(v[:, -1]) for f, v in stacked.items()},
         "diverged": [int(d) if d >= 0 else None for d in diverged_at],
         "wall_s": time.perf_counter() - start,
-        "devices": [str(d) for d in jax.devices()],
+        "devices": [str(d) for d in (devices or jax.devices())],
     }
 
 
@@ -117,12 +120,14 @@ def run(
         raise ValueError(f"seeds must be an int >= 1, got {seeds!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    D.initialize_from_env()  # many processes (experiments/distributed.py): each runs its share of the points
+    mine = set(D.my_share(list(points)))
     records, todo = {}, {}
     for name, config in points.items():
         done = _load(out / _file_name(name), config, seeds, base_seed)
-        if done is None:
+        if done is None and name in mine:
             todo[name] = config
-        else:
+        elif done is not None:
             records[name] = done
     total = sum(c.steps for c in todo.values())
     with tqdm(total=total, unit="step", desc=f"sweep ({len(todo)}/{len(points)} to run)", disable=not progress) as bar:
@@ -131,6 +136,15 @@ def run(
             record = {"name": name, **run_point(config, seeds, base_seed, bar.update, per_device)}
             write_json_atomic(out / _file_name(name), record)
             records[name] = record
+    if jax.process_count() > 1:  # wait for every process's share, then read all points from disk
+        D.barrier("sweep")
+        for name, config in points.items():
+            records[name] = _load(out / _file_name(name), config, seeds, base_seed)
+            if records[name] is None:
+                raise RuntimeError(
+                    f"point {name!r} is not under {out} after every process finished: do all processes "
+                    "see the same output folder (a shared filesystem)?"
+                )
     return {name: records[name] for name in points}
 
 
