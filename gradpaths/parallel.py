@@ -136,3 +136,148 @@ def parallel_unroll(cell: Any, params: Any, xs: jax.Array, state0: Any = None) -
     for _ in range(lead):
         out = jax.vmap(out)
     return out(states)
+
+
+# --- the decomposition in parallel form --------------------------------------------------------
+#
+# With λ_t = ∂L/∂s_t and ν_t its part on the carried z_t (ν_t = ∂finish/∂zᵀ λ_t), the reverse
+# pass of a linear cell is itself a linear recurrence in ν, with the transposed coefficients:
+#
+#     ν_t = c_t + a_{t+1}ᵀ · ν_{t+1},   c_t = ∂finish/∂zᵀ (∂h_t/∂s_t)ᵀ ∂L/∂h_t,
+#     λ_t = (∂h_t/∂s_t)ᵀ ∂L/∂h_t + readᵀ(a_{t+1}ᵀ · ν_{t+1})
+#
+# (using read(finish(z)) = z). Transposed maps compose associatively as
+# (A2, c2) ∘ (A1, c1) = (mul(A1, A2), A2ᵀ·c1 + c2), so the total is a reverse associative
+# scan. By distance: ν^(0) = c and ν^(d)_t = a_{t+1}ᵀ · ν^(d-1)_{t+1}: one elementwise shift
+# per distance, parallel over t (depth D, not T); the tail bucket d ≥ D is the reverse scan
+# driven by ν^(D). Each bucket's G_d is one VJP of the step in θ, summed over (batch, t).
+
+
+def _bt(f):
+    """f for one (example, step), mapped over leading [B, T] axes."""
+    return jax.vmap(jax.vmap(f))
+
+
+def _mul_t(cell: Any, a: Any, v: Any) -> Any:
+    """aᵀ · v: the transpose of z ↦ mul(a, z) (linear in z), for one step."""
+    return jax.vjp(lambda z: cell.mul(a, z), v)[1](v)[0]
+
+
+def _shift_up(tree: Any) -> Any:
+    """v_{t+1} at index t, zero at t = T-1 (axis 1 is T)."""
+    return jax.tree.map(lambda v: jnp.concatenate([v[:, 1:], jnp.zeros_like(v[:, :1])], axis=1), tree)
+
+
+def _reverse_linear(cell: Any, a_next: Any, c: Any) -> Any:
+    """ν_t = c_t + a_nextᵀ_t · ν_{t+1} (ν_T = 0) for [B, T] leaves, by an associative scan."""
+
+    def one(e1, e2):
+        (a1, c1), (a2, c2) = e1, e2
+        return cell.mul(a1, a2), jax.tree.map(jnp.add, _mul_t(cell, a2, c1), c2)
+
+    flip = lambda t: jax.tree.map(lambda v: jnp.flip(v, 0), t)
+
+    def seq(a_T, c_T):
+        _, nu = jax.lax.associative_scan(jax.vmap(one), (flip(a_T), flip(c_T)))
+        return flip(nu)
+
+    return jax.vmap(seq)(a_next, c)
+
+
+def parallel_decompose(
+    cell: Any,
+    params: Any,
+    xs: jax.Array,
+    loss_fn: Any,
+    *,
+    max_hops: int = 8,
+    parts: Any = ("step", "distance", "hops", "state"),
+    state0: Any = None,
+    max_distance: int | None = None,
+):
+    """``gp.decompose`` for a cell with the parallel protocol, in parallel form.
+
+    The forward pass and the total reverse pass are associative scans (depth O(log T));
+    ``by_distance`` takes one parallel elementwise shift per distance (depth D). A
+    highway-only cell has no hop edges, so ``by_hops`` is [total, 0, ..., 0] and
+    ``state_grads`` is all in class 0. Same arguments, semantics and result type as
+    ``gp.decompose`` (``hop_edges`` aside: such a cell has none); every part sums to the
+    total, and the total equals ``jax.grad``.
+
+    Args:
+      cell, params, xs, loss_fn, state0: as ``gp.decompose``; xs [T, I] or [..., T, I].
+      max_hops: K, the number of (empty) hop classes after class 0.
+      parts: any of "step", "distance", "hops", "state".
+      max_distance: D; distances 0..D-1 exact, bucket D collects d ≥ D (O(T·D) work). None: all.
+    """
+    from gradpaths.decompose import Decomposition
+
+    check_parallel(cell)
+    unknown = set(parts) - {"step", "distance", "hops", "state"}
+    if unknown:
+        raise ValueError(
+            f"parallel_decompose computes parts 'step', 'distance', 'hops', 'state'; got {sorted(unknown)}"
+        )
+    for name, v in (("max_hops", max_hops), ("max_distance", 1 if max_distance is None else max_distance)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "max_hops" else 1):
+            raise ValueError(f"{name} must be an int >= {0 if name == 'max_hops' else 1}, got {v!r}")
+    n_t, batch_shape, n_i = _check_xs(xs)
+    x = jnp.reshape(xs, (-1, n_t, n_i))
+    s0 = _batched_state0(cell, state0, batch_shape, xs.dtype)
+    states = jax.vmap(lambda xb, sb: _states_one(cell, params, xb, sb))(x, s0)
+    prev = jax.tree.map(lambda v, v0: jnp.concatenate([v0[:, None], v[:, :-1]], axis=1), states, s0)
+    e = _bt(cell.read)(prev)
+
+    hs, out_vjp = jax.vjp(_bt(cell.output), states)
+    loss, dhs = jax.value_and_grad(loss_fn)(hs.reshape(*batch_shape, *hs.shape[1:]))
+    (lam_direct,) = out_vjp(dhs.reshape(hs.shape).astype(hs.dtype))
+    _, read_vjp = jax.vjp(_bt(cell.read), states)
+    read_t = lambda nu: read_vjp(nu)[0]
+    _, fin_vjp = jax.vjp(lambda z: _bt(lambda zz, xx: cell.finish(params, zz, xx))(z, x), _bt(cell.read)(states))
+    (c,) = fin_vjp(lam_direct)
+    a, _ = _bt(lambda xx: cell.coefficients(params, xx))(x)
+    a_next = jax.tree.map(lambda v: jnp.concatenate([v[:, 1:], v[:, -1:]], axis=1), a)  # a_{t+1}; last unused
+    shift = lambda nu: _bt(lambda aa, vv: _mul_t(cell, aa, vv))(a_next, _shift_up(nu))  # a_{t+1}ᵀ · ν_{t+1}
+
+    _, theta_vjp = jax.vjp(lambda p: _bt(lambda ee, xx: cell.step(p, ee, xx))(e, x), params)
+    grad_of = lambda lam: theta_vjp(lam)[0]
+    add = lambda u, v: jax.tree.map(jnp.add, u, v)
+
+    want = set(parts)
+    res: dict[str, Any] = {}
+    nu = _reverse_linear(cell, a_next, c)
+    lam = add(lam_direct, read_t(shift(nu)))
+    res["total"] = grad_of(lam)
+    if "distance" in want:
+        tail = max_distance is not None and max_distance < n_t - 1
+        n_d = max_distance if tail else n_t
+
+        def body(nu_d, _):
+            nu_next = shift(nu_d)
+            return nu_next, grad_of(read_t(nu_next))
+
+        nu_last, g_rest = jax.lax.scan(body, c, None, length=n_d - 1)
+        buckets = [jax.tree.map(lambda v: v[None], grad_of(lam_direct)), g_rest]
+        if tail:  # ν^tail_t = a_{t+1}ᵀ·(ν^tail_{t+1} + ν^(D-1)_{t+1}): a reverse scan driven by ν^(D)
+            g_tail = grad_of(read_t(_reverse_linear(cell, a_next, shift(nu_last))))
+            buckets.append(jax.tree.map(lambda v: v[None], g_tail))
+        res["by_distance"] = jax.tree.map(lambda *v: jnp.concatenate(v, 0), *buckets)
+    if "hops" in want:
+        res["by_hops"] = jax.tree.map(
+            lambda g: jnp.concatenate([g[None], jnp.zeros((max_hops, *g.shape), g.dtype)]), res["total"]
+        )
+    if "step" in want:
+        p_T = jax.tree.map(lambda v: jnp.broadcast_to(v, (n_t, *v.shape)), params)
+        step_T = lambda pp: jax.vmap(jax.vmap(cell.step), (None, 0, 0))(pp, e, x)
+        res["by_step"] = jax.vjp(step_T, p_T)[1](lam)[0]
+    if "state" in want:
+
+        def classes(v):  # [B, T, ...] -> [T, K+1, *batch, ...], all in class 0
+            v = jnp.moveaxis(v, 1, 0).reshape(n_t, 1, *batch_shape, *v.shape[2:])
+            return jnp.concatenate([v, jnp.zeros((n_t, max_hops, *v.shape[2:]), v.dtype)], axis=1)
+
+        res["state_grads"] = jax.tree.map(classes, lam)
+    finite = jnp.isfinite(loss)
+    for leaf in jax.tree.leaves(res):
+        finite = finite & jnp.all(jnp.isfinite(leaf))
+    return Decomposition(loss=loss, finite=finite, **res)
