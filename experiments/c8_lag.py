@@ -232,6 +232,7 @@ def _figure(recs, succ, n):
                 x, y, [y - [x_.lo for x_ in e], [x_.hi for x_ in e] - y], fmt="o-", color=colors[c], capsize=4, label=c
             )
         axes[0, j].set_xticks(range(len(lags)), [f"T={T}" for T in lags])
+        axes[0, j].set_xlim(-0.5, len(lags) - 0.5)
         axes[0, j].set_ylim(-0.05, 1.05)
         axes[0, j].set_ylabel(f"success rate, Wilson 95% ({n} seeds)")
         axes[0, j].set_title(f"{t}: final loss < {SUCCESS}×baseline")

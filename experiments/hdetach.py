@@ -131,17 +131,15 @@ def run(args: C.Args) -> C.Outcome:
     score = {k: TR.score(rec, k) for k in names}
     final = {k: TR.median_ratio(TR.final_ratio(rec, k)) for k in names}
     v, ds = verdict([score[k] for k in names], [final[k] for k in names])
-    var = C.cached(
-        args.dir(NAME) / "points" / f"variance-{TR.config_hash(rec['config'], sz)}.json",
-        lambda: variance(args, sz, rec),
-    )
+    path = args.dir(NAME) / "points" / f"variance-{TR.config_hash(rec['config'], sz)}.json"
+    var = {} if args.quick else C.cached(path, lambda: variance(args, sz, rec))  # quick: spare the compiles
     vtxt = lambda w: ", ".join(f"{k} {var[w][k]['rel_var']:.3g}" for k in var[w] if k != "hop_share")
     headline = (
         f"copy T={sz['T']}, {sz['seeds']} seeds, {sz['steps']} steps: median score A "
         + ", ".join(f"{k} {S.bootstrap_stat(score[k]).text()}" for k in names)
         + "; A(p=0) − A(p): "
         + "; ".join(f"{k} {d.text()}" for k, d in zip(names[1:], ds))
-        + f" | estimator tr Cov/‖E‖² at init: {vtxt('init')}; trained: {vtxt('trained')}"
+        + (f" | estimator tr Cov/‖E‖² at init: {vtxt('init')}; trained: {vtxt('trained')}" if var else "")
     )
     rows = "\n".join(
         f"| {k} | {var[w][k]['rel_var']:.3g} | {var[w][k]['cos_E_G']:.4f} | {var[w][k]['norm_E_over_G']:.3g} | "
@@ -154,13 +152,17 @@ def run(args: C.Args) -> C.Outcome:
         f"LSTM H={sz['H']} (b_f=1) on copy T={sz['T']}, batch {sz['B']}, Adam lr 1e-2, clip 1, {sz['steps']} steps, "
         f"{sz['seeds']} seeds (same seeds for every p). Decisions: "
         + "; ".join(f"{k}: {d.text()}" for k, d in zip(names[1:], ds))
-        + f"\n\nThe estimator on one batch of 16 (float64, {N_MASKS} masks per p; rows: init, then trained):\n\n"
-        "| p | tr Cov(g_m)/‖E‖² | cos(E_p, G) | ‖E_p‖/‖G‖ | ‖mean of masks − E_p‖/‖E_p‖ |\n|---|---|---|---|---|\n"
-        + rows
-        + "\n\nHop-class norms ‖G^[k]‖/‖G‖, init: "
-        + ", ".join(f"{x:.2g}" for x in var["init"]["hop_share"][:6])
-        + "; trained: "
-        + ", ".join(f"{x:.2g}" for x in var["trained"]["hop_share"][:6])
+        + (
+            ""
+            if not var
+            else f"\n\nThe estimator on one batch of 16 (float64, {N_MASKS} masks per p; rows: init, then trained):\n\n"
+            "| p | tr Cov(g_m)/‖E‖² | cos(E_p, G) | ‖E_p‖/‖G‖ | ‖mean of masks − E_p‖/‖E_p‖ |\n|---|---|---|---|---|\n"
+            + rows
+            + "\n\nHop-class norms ‖G^[k]‖/‖G‖, init: "
+            + ", ".join(f"{x:.2g}" for x in var["init"]["hop_share"][:6])
+            + "; trained: "
+            + ", ".join(f"{x:.2g}" for x in var["trained"]["hop_share"][:6])
+        )
     )
     outcome = C.Outcome(CLAIM, NAME, v, headline, "hdetach.png", tuple(_paper_row(args, T) for T in PAPER["T"]))
     C.write_outputs(
@@ -200,7 +202,7 @@ def _figure(rec, score, var, sz, v):
     axes[0].legend(fontsize=8)
     axes[1].set_xticks(range(len(score)), list(score))
     axes[1].set_ylabel("score A (seeds; median, bootstrap 95%)")
-    for w, mk in (("init", "o-"), ("trained", "s--")):
+    for w, mk in (("init", "o-"), ("trained", "s--")) if var else ():
         axes[2].plot(VAR_PS, [var[w][f"p={p:g}"]["rel_var"] for p in VAR_PS], mk, label=w)
     axes[2].set_yscale("log")
     axes[2].set_xlabel("h-detach probability p")

@@ -107,3 +107,10 @@ def test_code_version_follows_the_sources(tmp_path, monkeypatch):
     before = C.code_version("x")
     (tmp_path / "gradpaths" / "m.py").write_text("B = 2\n")
     assert C.code_version("x") != before
+
+
+def test_report_rows_say_not_run_below_the_named_setting():
+    rep = C.Reproduction("Le et al. 2015", "T=150", "IRNN below baseline", "—", C.NOT_RUN)
+    o = C.Outcome("C9", "c9_irnn", C.SUPPORTED, "h", "f.png", (rep,))
+    text = runner.report(C.Args(scale="default"), [o], {}, 1.0)
+    assert "| Le et al. 2015 | T=150 | IRNN below baseline | — | not run at this scale |" in text
