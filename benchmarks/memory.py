@@ -5,7 +5,9 @@ gives ``memory_analysis()``: arguments, outputs and temporaries in bytes) and ru
 once; ``resource.getrusage`` gives the child's peak resident set size (the whole
 process: Python, JAX runtime and compiler included; the size right after import is
 recorded as the baseline). Cases: a plain gradient, decompose with hops K = 1 and the
-total alone, at a moderate T and at the long-sequence point T = 10,000, H = 128, B = 8.
+total alone, at a moderate T and at the long-sequence point T = 10,000, H = 128, B = 8;
+and decompose K = 1 with the forward pass rematerialised in √T chunks (``chunk="sqrt"``)
+at T = 100,000, H = 128, B = 8. Goal: that last one fits in 4 GiB (peak RSS).
 """
 
 from __future__ import annotations
@@ -27,15 +29,18 @@ FULL = {
     "points": [
         {"batch": 32, "hidden": 128, "inputs": 8, "steps": 1000},
         {"batch": 8, "hidden": 128, "inputs": 8, "steps": 10_000},
+        {"batch": 8, "hidden": 128, "inputs": 8, "steps": 100_000, "cases": ["decompose hops K=1 (√T chunks)"]},
     ],
 }
 QUICK = {"points": [{"batch": 2, "hidden": 8, "inputs": 3, "steps": 50}]}
+LONG_CASE, LONG_GOAL_MIB = "decompose hops K=1 (√T chunks)", 4096
 CASES = {
     "jax.grad (custom VJP)": {"kind": "grad", "backward": "custom"},
     "jax.grad (autodiff scan)": {"kind": "grad", "backward": "autodiff"},
     "decompose hops K=1": {"kind": "decompose", "max_hops": 1, "parts": ("hops",)},
     "decompose hops K=9": {"kind": "decompose", "max_hops": 9, "parts": ("hops",)},
     "decompose total only": {"kind": "decompose", "max_hops": 1, "parts": ()},
+    "decompose hops K=1 (√T chunks)": {"kind": "decompose", "max_hops": 1, "parts": ("hops",), "chunk": "sqrt"},
 }
 MIB = 2**20
 
@@ -52,7 +57,8 @@ def measure(point: dict, case: dict) -> dict:
     if case["kind"] == "grad":
         f = jax.grad(lambda p: timing.mse(gp.unroll(cell, p, xs, backward=case["backward"])))
     else:
-        f = lambda p: gp.decompose(cell, p, xs, timing.mse, max_hops=case["max_hops"], parts=case["parts"]).total
+        kw = {"max_hops": case["max_hops"], "parts": case["parts"], "chunk": case.get("chunk")}
+        f = lambda p: gp.decompose(cell, p, xs, timing.mse, **kw).total
     compiled = jax.jit(f).lower(params).compile()
     mem = compiled.memory_analysis()
     xla = {
@@ -75,9 +81,9 @@ def measure(point: dict, case: dict) -> dict:
 
 
 def run(config: dict) -> dict:
-    rows = []
+    rows, goals = [], []
     for point in config["points"]:
-        for name in CASES:
+        for name in point.get("cases", CASES):
             cmd = [sys.executable, "-m", "benchmarks.memory", "--worker", json.dumps({"point": point, "case": name})]
             out = subprocess.run(cmd, capture_output=True, text=True, check=True)
             res = json.loads(out.stdout.strip().splitlines()[-1])
@@ -87,7 +93,11 @@ def run(config: dict) -> dict:
                 f"peak RSS {res['peak_rss_mib']:.0f} MiB, run {res['run_s']:.2f} s",
                 flush=True,
             )
-    return {"config": config, "rows": rows}
+            if name == LONG_CASE and point["steps"] >= 100_000:
+                r = res["peak_rss_mib"] / LONG_GOAL_MIB
+                goals.append({"case": f"{name}, T={point['steps']}: peak RSS", "reference": "4 GiB", "ratio": r,
+                              "goal": 1.0, "verdict": timing.goal(r, 1.0)})  # fmt: skip
+    return {"config": config, "rows": rows, "goals": goals}
 
 
 def markdown(result: dict) -> str:
@@ -110,6 +120,8 @@ def markdown(result: dict) -> str:
             for r in result["rows"]
         ],
     )
+    if result.get("goals"):
+        body += "\n\nGoals:\n\n" + timing.goals_table(result["goals"])
     return body
 
 

@@ -1,9 +1,7 @@
 """gradpaths: exact path decompositions of recurrent-network gradients."""
 
-from gradpaths import interop, tasks, train  # interop imports flax and torch only when called
-from gradpaths import cells
-from gradpaths.cells import *  # noqa: F403  (every cell family and its constructors)
-from gradpaths.cells import REGISTRY, CellProtocol, Stack, stack
+from gradpaths import cells, interop, tasks, train  # interop imports its frameworks only when called
+from gradpaths.cells import *  # noqa: F403  (every cell family, its constructors, the protocol and the registry)
 from gradpaths.check import check_cell
 from gradpaths.decompose import Decomposition, decompose, masked_grad
 from gradpaths.spectra import DecayFit, edge_jacobians, fit_decay_rate, lyapunov_exponents
@@ -21,8 +19,8 @@ def __getattr__(name: str):
 
 __version__ = "0.1.0"
 
-__all__ = [
-    *cells.__all__, "cells", "CellProtocol", "Stack", "stack", "check_cell",
+__all__ = [  # noqa: F405  ("plots" loads on use)
+    *cells.__all__, "cells", "check_cell",
     "unroll", "unroll_states", "decompose", "masked_grad", "Decomposition",
     "edge_jacobians", "lyapunov_exponents", "fit_decay_rate", "DecayFit",
     "interop", "plots", "tasks", "train",

@@ -24,6 +24,8 @@ nothing per-example and nothing of size T² × params is ever held.
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -39,6 +41,8 @@ from gradpaths.unroll import (
     forward,
     is_affine,
     outputs_TB,
+    prepare,
+    step_batch,
     to_batch_major,
     unroll,
 )
@@ -96,11 +100,7 @@ def loss_and_seeds(cell, fwd: Forward, batch_shape, loss_fn: Callable):
     """The loss and the loss seeds ∂L/∂s_t (direct, through h_t only) [T, B, ...]."""
     hs_TB, out_vjp = jax.vjp(lambda s: outputs_TB(cell, s), fwd.states)
     hs = to_batch_major(hs_TB, batch_shape)
-    out = jax.eval_shape(loss_fn, hs)
-    if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != ():
-        shape = getattr(out, "shape", type(out).__name__)
-        raise ValueError(f"loss_fn must return a scalar, got {shape} for hs of shape {hs.shape}")
-    loss, dhs = jax.value_and_grad(loss_fn)(hs)
+    loss, dhs = _value_and_grad(loss_fn, hs)
     dh_TB = jnp.swapaxes(dhs.reshape(-1, *hs_TB.shape[:1], *hs_TB.shape[2:]), 0, 1)
     (seeds,) = out_vjp(dh_TB.astype(hs_TB.dtype))
     return loss, seeds
@@ -130,6 +130,7 @@ def decompose(
     state0=None,
     hop_edges: Sequence[str] | None = None,
     max_distance: int | None = None,
+    chunk: int | str | None = None,
 ) -> Decomposition:
     """Splits dL/dθ of ``loss_fn(unroll(cell, params, xs))`` exactly into parts.
 
@@ -143,6 +144,9 @@ def decompose(
       hop_edges: the edges whose crossings count as hops (default ``cell.hop_edges``).
       max_distance: D; distances 0..D-1 are exact and bucket D collects d ≥ D, so the
         distance parts cost O(T·D) instead of O(T²). None: every distance 0..T-1.
+      chunk: rematerialise the forward pass in chunks of this many steps ("sqrt": ⌈√T⌉),
+        keeping only each chunk's first state: memory O(T/C + C) states, for one more
+        forward pass (the generic engine runs it, for every cell). None: keep every step.
 
     Returns:
       A ``Decomposition``. Every part sums (over its leading axes) to ``total``.
@@ -155,18 +159,26 @@ def decompose(
     parts = _check_options(max_hops, parts, max_distance)
     check_cell_members(cell)
     hops = cell.hop_edges if hop_edges is None else check_hop_edges(cell, hop_edges)
-    fwd, batch_shape = forward(cell, params, xs, state0)
-    loss, seeds = loss_and_seeds(cell, fwd, batch_shape, loss_fn)
-    n_t = fwd.x_TBI.shape[0]
+    if chunk is None:
+        fwd, batch_shape = forward(cell, params, xs, state0)
+        loss, seeds = loss_and_seeds(cell, fwd, batch_shape, loss_fn)
+        n_t = fwd.x_TBI.shape[0]
+        base = _affine if is_affine(cell) else _generic
+        rev = functools.partial(base, cell, params, fwd, seeds, hops)
+    else:
+        x_TBI, s0, _, batch_shape = prepare(cell, params, xs, state0, None)
+        n_t = x_TBI.shape[0]
+        loss, dh_TBH = _loss_and_output_grads(cell, params, x_TBI, s0, batch_shape, loss_fn)
+        size = _check_chunk(chunk, n_t)
+        rev = functools.partial(_chunked, cell, params, x_TBI, s0, dh_TBH, hops, size)
     n_d, tail = (n_t, False) if max_distance is None or max_distance >= n_t - 1 else (max_distance + 1, True)
     k1 = max_hops + 1
     want = set(parts)
     joint = "distance_hops" in want
     res: dict[str, Any] = {}
-    rev = _affine if is_affine(cell) else _generic
 
     if want & {"distance", "distance_hops"}:
-        g_dk, _, _ = rev(cell, params, fwd, seeds, hops, k1 if joint else 1, n_d, tail, False, False)
+        g_dk, _, _ = rev(k1 if joint else 1, n_d, tail, False, False)
         if joint:
             res["by_distance_hops"] = g_dk
         if "distance" in want:
@@ -175,7 +187,7 @@ def decompose(
 
     if want & {"step", "hops", "state"} or "total" not in res:
         split = bool(want & {"hops", "state"})
-        g_k, g_t, lam = rev(cell, params, fwd, seeds, hops, k1 if split else 1, 1, False, "step" in want, "state" in want)
+        g_k, g_t, lam = rev(k1 if split else 1, 1, False, "step" in want, "state" in want)
         if "hops" in want:
             res["by_hops"] = g_k
         if "state" in want:
@@ -190,9 +202,42 @@ def decompose(
     return Decomposition(loss=loss, finite=finite, **res)
 
 
+def _check_chunk(chunk: Any, n_t: int) -> int:
+    if chunk == "sqrt":
+        return max(1, math.isqrt(n_t - 1) + 1)
+    _check_int("chunk", chunk, 1)
+    return min(chunk, n_t)
+
+
+def _loss_and_output_grads(cell, params, x_TBI, s0, batch_shape, loss_fn):
+    """The loss and ∂L/∂h_t [T, B, H] from a forward scan that keeps only the outputs."""
+
+    def body(s, x):
+        new = step_batch(cell, params, s, x)
+        return new, jax.vmap(cell.output)(new)
+
+    _, hs_TB = jax.lax.scan(body, s0, x_TBI)
+    hs = to_batch_major(hs_TB, batch_shape)
+    loss, dhs = _value_and_grad(loss_fn, hs)
+    return loss, jnp.swapaxes(dhs.reshape(-1, *hs_TB.shape[:1], *hs_TB.shape[2:]), 0, 1).astype(hs_TB.dtype)
+
+
+def _value_and_grad(loss_fn, hs):
+    out = jax.eval_shape(loss_fn, hs)
+    if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != ():
+        shape = getattr(out, "shape", type(out).__name__)
+        raise ValueError(f"loss_fn must return a scalar, got {shape} for hs of shape {hs.shape}")
+    return jax.value_and_grad(loss_fn)(hs)
+
+
+def _chunked(cell, params, x_TBI, s0, dh_TBH, hops, chunk, n_hops, n_d, tail, per_step, keep_state):
+    g, g_t, lam = engine.chunked_reverse(cell, params, x_TBI, s0, dh_TBH, hops, n_hops, n_d, tail, per_step, keep_state, chunk)
+    return (g if n_d > 1 else _sum(g, 0)), g_t, lam
+
+
 def _generic(cell, params, fwd, seeds, hops, n_hops, n_d, tail, per_step, keep_state):
     """(G [n_d, K1, ...], or [K1, ...] when n_d = 1; G_t [T, ...] or None; λ or None)."""
-    g, g_t, lam = engine.generic_reverse(cell, params, fwd, seeds, {}, hops, n_hops, n_d, tail, per_step, keep_state)
+    (_, g), (g_t, lam) = engine.generic_reverse(cell, params, fwd, seeds, {}, hops, n_hops, n_d, tail, per_step, keep_state)
     return (g if n_d > 1 else _sum(g, 0)), g_t, lam
 
 

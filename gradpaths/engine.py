@@ -31,7 +31,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from gradpaths.unroll import Forward, affine_scan
+from gradpaths.unroll import Forward, affine_scan, generic_scan, outputs_TB
 
 
 def shift(x: jax.Array, axis: int, clamp: bool) -> jax.Array:
@@ -77,7 +77,7 @@ def _scale_edges(edge_ct: dict, alpha: dict, axis: int) -> dict:
 
 
 def generic_reverse(cell, params, fwd: Forward, seeds, alphas, hops, n_hops=1, n_d=1, tail=False, per_step=False,
-                    keep_state=False):  # fmt: skip
+                    keep_state=False, carry=None):  # fmt: skip
     """The bucketed reverse scan for any protocol cell.
 
     Args:
@@ -86,14 +86,16 @@ def generic_reverse(cell, params, fwd: Forward, seeds, alphas, hops, n_hops=1, n
       hops: the edges that count as hops. n_hops: K + 1. n_d: distance buckets (1: none).
       tail: whether the last distance bucket collects d ≥ n_d - 1.
       per_step: also return G_t = Σ_{d,k} Δθ_t^{[d,k]} [T, ...]. keep_state: also return λ_t [T, K1, B, ...].
+      carry: (λ, G) from the steps after these (``chunked_reverse``); zeros if None.
 
     Returns:
-      (G [n_d, K1, ...] like params, G_t or None, λ or None).
+      ((λ_0, G [n_d, K1, ...] like params), G_t or None, λ_t or None).
     """
-    one_state = jax.tree.map(lambda s: s[0, 0], fwd.prev)
-    read_T = jax.linear_transpose(cell.read, one_state)
-    lam0 = jax.tree.map(lambda s: jnp.zeros((n_d, n_hops, *s.shape[1:]), s.dtype), fwd.prev)
-    g0 = jax.tree.map(lambda p: jnp.zeros((n_d, n_hops, *jnp.shape(p)), jnp.result_type(p)), params)
+    if carry is None:
+        lam0 = jax.tree.map(lambda s: jnp.zeros((n_d, n_hops, *s.shape[1:]), s.dtype), fwd.prev)
+        g0 = jax.tree.map(lambda p: jnp.zeros((n_d, n_hops, *jnp.shape(p)), jnp.result_type(p)), params)
+        carry = (lam0, g0)
+    read_T = jax.linear_transpose(cell.read, jax.tree.map(lambda s: s[0, 0], fwd.prev))
     step_B = jax.vmap(cell.step, in_axes=(None, 0, 0))
 
     def body(carry, inp):
@@ -108,8 +110,42 @@ def generic_reverse(cell, params, fwd: Forward, seeds, alphas, hops, n_hops=1, n
         g_t = jax.tree.map(lambda v: v.sum((0, 1)), d_p) if per_step else None
         return (new, g), (g_t, jax.tree.map(lambda v: v[0], lam) if keep_state else None)
 
-    (_, g), (g_T, lam_T) = jax.lax.scan(body, (lam0, g0), (fwd.x_TBI, fwd.prev, seeds, alphas), reverse=True)
-    return g, g_T, lam_T
+    return jax.lax.scan(body, carry, (fwd.x_TBI, fwd.prev, seeds, alphas), reverse=True)
+
+
+def chunked_reverse(cell, params, x_TBI, s0, dh_TBH, hops, n_hops, n_d, tail, per_step, keep_state, chunk: int):
+    """``generic_reverse`` with the forward pass rematerialised in chunks of ``chunk`` steps.
+
+    Only the state at each chunk's start is kept from the forward pass; the reverse scan
+    over chunks recomputes a chunk's states, its loss seeds (the VJP of ``output`` applied
+    to ∂L/∂h_t) and runs the bucketed reverse scan through it, carrying (λ, G). Memory is
+    O(T/C + C) states instead of O(T) (C = √T balances them); the cost is one more forward
+    pass. T is padded to a multiple of C with steps whose seeds are zero, which add nothing.
+    """
+    n_t = x_TBI.shape[0]
+    n_c = -(-n_t // chunk)
+    pad = lambda v: jnp.concatenate([v, jnp.zeros((n_c * chunk - n_t, *v.shape[1:]), v.dtype)])
+    by_chunk = lambda v: pad(v).reshape(n_c, chunk, *v.shape[1:])
+    x_CTBI, dh_CTBH = by_chunk(x_TBI), by_chunk(dh_TBH)
+
+    def fwd_chunk(s, x):
+        states = generic_scan(cell, params, x, s, {}).states
+        return jax.tree.map(lambda v: v[-1], states), s
+
+    _, starts = jax.lax.scan(fwd_chunk, s0, x_CTBI)
+    lam0 = jax.tree.map(lambda s: jnp.zeros((n_d, n_hops, *s.shape), s.dtype), s0)
+    g0 = jax.tree.map(lambda p: jnp.zeros((n_d, n_hops, *jnp.shape(p)), jnp.result_type(p)), params)
+
+    def back_chunk(carry, inp):
+        x, dh, start = inp
+        fwd = generic_scan(cell, params, x, start, {})
+        _, out_vjp = jax.vjp(lambda s: outputs_TB(cell, s), fwd.states)
+        (seeds,) = out_vjp(dh)
+        return generic_reverse(cell, params, fwd, seeds, {}, hops, n_hops, n_d, tail, per_step, keep_state, carry)
+
+    (_, g), (g_T, lam_T) = jax.lax.scan(back_chunk, (lam0, g0), (x_CTBI, dh_CTBH, starts), reverse=True)
+    unchunk = lambda v: v.reshape(n_c * chunk, *v.shape[2:])[:n_t]
+    return g, jax.tree.map(unchunk, g_T), jax.tree.map(unchunk, lam_T)
 
 
 # ----------------------------------------------------------------------------- the fast path

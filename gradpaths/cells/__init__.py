@@ -7,29 +7,21 @@ training harness, interop and the test tables read ``REGISTRY``.
 """
 
 from gradpaths.cells.registry import REGISTRY, register  # noqa: I001  (registry first: families import it)
-from gradpaths.cells.classic import (
-    GRU,
-    LSTM,
-    MGU,
-    RNN,
-    Cell,
-    HState,
-    LSTMState,
-    check_params,
-    gru,
-    irnn,
-    lstm,
-    mgu,
-    rnn,
-)
+from gradpaths.cells.classic import GRU, LSTM, MGU, RNN, Cell, HState, LSTMState, check_params
+from gradpaths.cells.classic import gru, irnn, lstm, mgu, rnn
 from gradpaths.cells.protocol import CellProtocol
 from gradpaths.cells.stack import Stack, stack
-from gradpaths.cells.gated_linear import LRU, LinearRecurrence, MinGRU, MinLSTM, lru, mingru, minlstm  # noqa: F401
-from gradpaths.cells.ssm import RGLRU, S6, MambaBlock, MambaState, S6State, mamba, rglru, s6  # noqa: F401
-from gradpaths.cells.xlstm import MLSTM, SLSTM, MLSTMState, SLSTMState, mlstm, slstm  # noqa: F401
-from gradpaths.cells.lstm_variants import LayerNormLSTM, PeepholeLSTM, layer_norm_lstm, peephole_lstm  # noqa: F401
+from gradpaths.cells.gated_linear import LRU, LinearRecurrence, MinGRU, MinLSTM, lru, mingru, minlstm
+from gradpaths.cells.ssm import RGLRU, S6, MambaBlock, MambaState, S6State, mamba, rglru, s6
+from gradpaths.cells.xlstm import MLSTM, SLSTM, MLSTMState, SLSTMState, mlstm, slstm
+from gradpaths.cells.lstm_variants import LayerNormLSTM, PeepholeLSTM, layer_norm_lstm, peephole_lstm
 
 __all__ = [
-    "REGISTRY", "register", "Cell", "RNN", "LSTM", "GRU", "MGU", "LSTMState", "HState",
-    "rnn", "irnn", "lstm", "gru", "mgu", "check_params",
-]
+    "REGISTRY", "register", "CellProtocol", "Cell", "check_params",
+    "RNN", "LSTM", "GRU", "MGU", "LSTMState", "HState", "rnn", "irnn", "lstm", "gru", "mgu",
+    "Stack", "stack",
+    "MinGRU", "MinLSTM", "LRU", "LinearRecurrence", "mingru", "minlstm", "lru",
+    "RGLRU", "S6", "MambaBlock", "MambaState", "S6State", "rglru", "s6", "mamba",
+    "SLSTM", "MLSTM", "SLSTMState", "MLSTMState", "slstm", "mlstm",
+    "PeepholeLSTM", "LayerNormLSTM", "peephole_lstm", "layer_norm_lstm",
+]  # fmt: skip
