@@ -1,12 +1,13 @@
-"""Test setup: x64 on, so float64 is available; float32 tests pass float32 arrays
-explicitly and check that float32 stays float32."""
+"""Test setup: JAX strict about dtype promotion, and x64 on so float64 is available;
+float32 tests pass float32 arrays explicitly and check that float32 stays float32.
+
+``GRADPATHS_TEST_X64=0`` runs with x64 off (float32 defaults); ``tests/test_lint.py``
+runs the core float32 tests that way in a subprocess, so one ``pytest`` covers both.
+"""
 
 import os
 
-# XLA:CPU's multi-threaded Eigen pool can deadlock on vmapped scans; see experiments/_common.py.
-if "xla_cpu_multi_thread_eigen" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_cpu_multi_thread_eigen=false".strip()
+import jax
 
-import jax  # noqa: E402
-
-jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_numpy_dtype_promotion", "strict")
+jax.config.update("jax_enable_x64", os.environ.get("GRADPATHS_TEST_X64", "1") != "0")
