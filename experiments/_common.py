@@ -21,16 +21,21 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 
-def avoid_xla_cpu_pool_hang() -> None:
-    """Single-threaded Eigen in XLA:CPU. Its multi-threaded intra-op pool can wedge forever
-    on vmapped scans (seen here: every thread asleep inside jit(vmap(decompose))); the flag
-    is the known workaround (PyAutoFit#1528/#1530). Must run before JAX starts its backend."""
+def use_every_core() -> None:
+    """One XLA:CPU host device per core, so ``train.over_seeds`` shards seeds over all of
+    them (``shard_map``, each device running its seeds with ``lax.map``); results are
+    bit-identical whatever the device count (tests/test_devices.py). Other jitted work still
+    runs on one device with XLA's multi-threaded intra-op pool. A device count the user put
+    in ``XLA_FLAGS`` wins. Must run before JAX starts its backend, so this
+    module calls it on import. The old ``--xla_cpu_multi_thread_eigen=false`` workaround is
+    gone: the hang it was meant for was batched LAPACK QR, not Eigen (docs/hang.md)."""
     flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_cpu_multi_thread_eigen" not in flags:
-        os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen=false".strip()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if "xla_force_host_platform_device_count" not in flags and cores > 1:
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={cores}".strip()
 
 
-avoid_xla_cpu_pool_hang()
+use_every_core()
 
 SUPPORTED, NOT_SUPPORTED, NUANCED, INCONCLUSIVE = "SUPPORTED", "NOT SUPPORTED", "NUANCED", "INCONCLUSIVE"
 VERDICTS = (SUPPORTED, NOT_SUPPORTED, NUANCED, INCONCLUSIVE)

@@ -344,10 +344,13 @@ def over_seeds(fn: Callable, *, per_device: str | None = None, devices=None) -> 
 
     With more than one device the seed axis is split across them (``jax.shard_map``);
     each device runs its seeds with ``vmap`` (per_device="vmap") or one after another
-    with ``lax.map`` (per_device="map"). None picks "map" on CPU (there vmap measured
-    slower than a loop, and vmap inside shard_map on 2 host devices stalled at H=128)
-    and "vmap" on accelerators. A seed count that the devices do not divide is padded
-    by repeating the last seed, and the padding is dropped from the result.
+    with ``lax.map`` (per_device="map"). None picks "map" on CPU and "vmap" on
+    accelerators. On CPU, "map" runs each seed's program unchanged whatever the number of
+    devices, so results are bit-identical on 1 or N host devices (tests/test_devices.py;
+    vmap changes the matmul shapes with the per-device seed count, and measured slower
+    than a loop); the experiments make one host device per core (``experiments._common``),
+    so seeds use every core. A seed count that the devices do not divide is padded by
+    repeating the last seed, and the padding is dropped from the result.
     """
     devices = jax.devices() if devices is None else list(devices)
     if per_device is None:
