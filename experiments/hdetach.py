@@ -142,7 +142,7 @@ def run(args: C.Args) -> C.Outcome:
         + (f" | estimator tr Cov/‖E‖² at init: {vtxt('init')}; trained: {vtxt('trained')}" if var else "")
     )
     rows = "\n".join(
-        f"| {k} | {var[w][k]['rel_var']:.3g} | {var[w][k]['cos_E_G']:.4f} | {var[w][k]['norm_E_over_G']:.3g} | "
+        f"| {w} | {k} | {var[w][k]['rel_var']:.3g} | {var[w][k]['cos_E_G']:.4f} | {var[w][k]['norm_E_over_G']:.3g} | "
         f"{var[w][k]['mean_error']:.2g} |"
         for w in var
         for k in var[w]
@@ -155,8 +155,9 @@ def run(args: C.Args) -> C.Outcome:
         + (
             ""
             if not var
-            else f"\n\nThe estimator on one batch of 16 (float64, {N_MASKS} masks per p; rows: init, then trained):\n\n"
-            "| p | tr Cov(g_m)/‖E‖² | cos(E_p, G) | ‖E_p‖/‖G‖ | ‖mean of masks − E_p‖/‖E_p‖ |\n|---|---|---|---|---|\n"
+            else f"\n\nThe estimator on one batch of 16 (float64, {N_MASKS} masks per p):\n\n"
+            "| weights | p | tr Cov(g_m)/‖E‖² | cos(E_p, G) | ‖E_p‖/‖G‖ | ‖mean of masks − E_p‖/‖E_p‖ |\n"
+            "|---|---|---|---|---|---|\n"
             + rows
             + "\n\nHop-class norms ‖G^[k]‖/‖G‖, init: "
             + ", ".join(f"{x:.2g}" for x in var["init"]["hop_share"][:6])
