@@ -19,13 +19,16 @@ The environment that turns it on (otherwise everything here is a no-op, one proc
 
 ``GRADPATHS_INIT_TIMEOUT_S`` (default 300) bounds the wait for all processes to
 connect; ``GRADPATHS_BARRIER_TIMEOUT_S`` (default 86400) bounds the wait at a barrier
-for the slowest process's share. A process that dies is noticed by the coordination
-service's heartbeats (100 s) and fails the others' barrier rather than leaving them stuck.
+for the slowest process's share. A process that crashes (killed, out of memory) is noticed
+by the coordination service's heartbeats within about 100 s: the others' barrier fails and
+the runtime ends them. A process whose Python code raises stays connected, so the caller
+must still reach the barrier (``sweep.run`` does, in a ``finally``) for the others to go on.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
 from typing import TypeVar
 
@@ -119,11 +122,12 @@ def barrier(name: str, timeout_s: float | None = None) -> None:
 
         multihost_utils.sync_global_devices(key)  # a device collective; no timeout of its own
         return
+    start = time.monotonic()
     try:
         client.wait_at_barrier(key, int(timeout_s * 1000))
     except Exception as e:  # the runtime raises its own error type (deadline exceeded, a peer failed)
         raise TimeoutError(
-            f"process {jax.process_index()} of {jax.process_count()}: barrier {name!r} not reached by every "
-            f"process within {timeout_s:g} s (a process died, hangs, or is still computing; raise "
-            f"GRADPATHS_BARRIER_TIMEOUT_S for longer shares). Runtime said: {e}"
+            f"process {jax.process_index()} of {jax.process_count()}: barrier {name!r} failed after "
+            f"{time.monotonic() - start:.0f} s (timeout {timeout_s:g} s): a process died, hangs, or is still "
+            f"computing (raise GRADPATHS_BARRIER_TIMEOUT_S for longer shares). Runtime said: {e}"
         ) from e

@@ -129,21 +129,24 @@ def run(
             todo[name] = config
         elif done is not None:
             records[name] = done
-    total = sum(c.steps for c in todo.values())
-    with tqdm(total=total, unit="step", desc=f"sweep ({len(todo)}/{len(points)} to run)", disable=not progress) as bar:
-        for name, config in todo.items():
-            bar.set_postfix_str(name[:40])
-            record = {"name": name, **run_point(config, seeds, base_seed, bar.update, per_device)}
-            write_json_atomic(out / _file_name(name), record)
-            records[name] = record
-    if jax.process_count() > 1:  # wait for every process's share, then read all points from disk
-        D.barrier("sweep")
+    total, desc = sum(c.steps for c in todo.values()), f"sweep ({len(todo)}/{len(points)} to run)"
+    try:
+        with tqdm(total=total, unit="step", desc=desc, disable=not progress) as bar:
+            for name, config in todo.items():
+                bar.set_postfix_str(name[:40])
+                record = {"name": name, **run_point(config, seeds, base_seed, bar.update, per_device)}
+                write_json_atomic(out / _file_name(name), record)
+                records[name] = record
+    finally:
+        if jax.process_count() > 1:  # wait for every process's share, even when this one failed,
+            D.barrier("sweep")  # so that the others report its missing points instead of waiting
+    if jax.process_count() > 1:  # then every process reads all points from disk
         for name, config in points.items():
             records[name] = _load(out / _file_name(name), config, seeds, base_seed)
             if records[name] is None:
                 raise RuntimeError(
-                    f"point {name!r} is not under {out} after every process finished: do all processes "
-                    "see the same output folder (a shared filesystem)?"
+                    f"point {name!r} is not under {out} after every process finished: its process failed "
+                    "(see its output), or the processes do not share the output folder"
                 )
     return {name: records[name] for name in points}
 

@@ -37,6 +37,8 @@ CHILD = textwrap.dedent(
     trained = []
     real = sweep.run_point
     def run_point(config, *a):
+        if sys.argv[2:] == ["fail"] and jax.process_index() == 1:
+            raise RuntimeError("process 1's share fails")
         trained.append(config.lr)
         return real(config, *a)
     sweep.run_point = run_point
@@ -125,6 +127,20 @@ def test_two_processes_split_the_points_and_equal_one_process(tmp_path):
     assert list(single["records"]) == ["lr=0.01", "lr=0.03"]
     assert p0["records"] == single["records"] and p1["records"] == single["records"]
     assert sorted(f.name for f in (tmp_path / "multi").iterdir()) == ["lr=0.01.json", "lr=0.03.json"]
+
+
+def test_a_failed_share_fails_every_process_at_once(tmp_path):
+    """Process 1's point raises: it still reaches the barrier, so process 0 reports the missing
+    point instead of waiting out the barrier's timeout."""
+    port = _free_port()
+    env = dict(GRADPATHS_COORDINATOR=f"127.0.0.1:{port}", GRADPATHS_NUM_PROCESSES="2")
+    procs = {f"process {i}": _start(tmp_path, "fail", GRADPATHS_PROCESS_ID=str(i), **env) for i in range(2)}
+    with pytest.raises(pytest.fail.Exception) as failed:
+        _finish(procs)
+    text = str(failed.value)
+    assert "did not finish" not in text, text
+    assert "process 1's share fails" in text and "'lr=0.03' is not under" in text, text
+    assert [f.name for f in tmp_path.iterdir() if f.suffix == ".json"] == ["lr=0.01.json"]
 
 
 def test_one_process_without_the_environment(monkeypatch):
