@@ -105,6 +105,18 @@ def _bias_measure(cell, params, xs, r, sz):
     }
 
 
+def bias_setup(sz: dict, n_seeds: int):
+    """(cell, draws, {setting: b [seed, 4H]}): one LSTM draw per seed and its biases for every setting."""
+    cell = gp.lstm(sz["H"], forget_bias=0.0)
+    data = draws(cell, jax.random.key(5), n_seeds, sz["I"], sz["B"], sz["T"], jnp.float64)
+    chrono = gp.lstm(sz["H"], chrono=sz["T"])
+    keys = jax.random.split(jax.random.key(6), n_seeds)
+    b_chrono = jax.jit(jax.vmap(lambda k: chrono.init(k, sz["I"], jnp.float64)["b"]))(keys)
+    f_block = slice(sz["H"], 2 * sz["H"])
+    biases = {s: jnp.zeros_like(b_chrono).at[:, f_block].set(b) for s, b in zip(SETTINGS, BIASES)}
+    return cell, data, {**biases, "chrono": b_chrono}
+
+
 def lstm_bias_sweep(args: C.Args) -> tuple[dict, dict[str, dict]]:
     """(sizes, {setting: measurements [seed, ...]}): an LSTM at init with the same weights for every b_f.
 
@@ -117,15 +129,7 @@ def lstm_bias_sweep(args: C.Args) -> tuple[dict, dict[str, dict]]:
 
     def compute(s):
         if not built:
-            dtype = jnp.float64
-            cell = gp.lstm(sz["H"], forget_bias=0.0)
-            built["data"] = draws(cell, jax.random.key(5), sz["seeds"], sz["I"], sz["B"], sz["T"], dtype)
-            chrono = gp.lstm(sz["H"], chrono=sz["T"])
-            keys = jax.random.split(jax.random.key(6), sz["seeds"])
-            b_chrono = jax.jit(jax.vmap(lambda k: chrono.init(k, sz["I"], dtype)["b"]))(keys)
-            f_block = slice(sz["H"], 2 * sz["H"])
-            built["b"] = {s_: jnp.zeros_like(b_chrono).at[:, f_block].set(b) for s_, b in zip(SETTINGS, BIASES)}
-            built["b"]["chrono"] = b_chrono
+            cell, built["data"], built["b"] = bias_setup(sz, sz["seeds"])
             built["f"] = jax.jit(jax.vmap(lambda p, x, r_, b: _bias_measure(cell, {**p, "b": b}, x, r_, sz)))
         return built["f"](*built["data"], built["b"][s])
 
@@ -166,3 +170,10 @@ def save(args: C.Args, name: str, outcome: C.Outcome, summary: str, fig, config,
     C.write_outputs(args, name, config=config, data=data, outcome=outcome, summary=summary,
                     figures={outcome.figure: fig}, seeds=seeds)  # fmt: skip
     return outcome
+
+
+def fit_decay(norms, **kw):
+    """``gp.fit_decay_rate`` under standard dtype promotion: its bool mask × float product fails under
+    ``jax_numpy_dtype_promotion="strict"`` (reported to the library's owner); results as numpy arrays."""
+    with jax.numpy_dtype_promotion("standard"):
+        return jax.tree.map(np.asarray, gp.fit_decay_rate(norms, **kw))

@@ -91,7 +91,7 @@ def trained(args: C.Args, n_h, n_t, n_b, t_list):
 def case(o: dict, fl: float) -> dict:
     """One g's figures with intervals and its per-case verdict (o: measurements [seed, ...])."""
     ratio = P.ci(o["total_last"].min(1) / o["total_last"][:, 0])
-    fit = gp.fit_decay_rate(o["tail"], d_min=SHORT, d_max=o["tail"].shape[1] - 2, floor=fl)
+    fit = P.fit_decay(o["tail"], d_min=SHORT, d_max=o["tail"].shape[1] - 2, floor=fl)
     tail_rate, r2 = P.ci(np.asarray(fit.rate)), float(np.nanmedian(np.asarray(fit.r2)))
     gap = S.bootstrap_diff(o["short"], o["long"], stat="median", paired=True)
     parts = [
@@ -101,7 +101,7 @@ def case(o: dict, fl: float) -> dict:
     ]
     v = S.combine_parts(parts) if r2 >= TAIL_R2 else C.NOT_SUPPORTED
     v = C.NOT_SUPPORTED if C.NOT_SUPPORTED in [p.verdict for p in parts] else v
-    decay = P.ci(np.asarray(gp.fit_decay_rate(o["g_d"], d_min=FIT_D[0], d_max=FIT_D[1], floor=fl).rate))
+    decay = P.ci(np.asarray(P.fit_decay(o["g_d"], d_min=FIT_D[0], d_max=FIT_D[1], floor=fl).rate))
     return {
         "verdict": v,
         "ratio": ratio,

@@ -66,6 +66,7 @@ def run(args: C.Args) -> C.Outcome:
         f"exact (rel. err {C.fmt(max_err)}); at d≥{sz['d_long']}, highway share (median [95% CI], n={sz['seeds']}): "
         + "; ".join(f"{s} {P.brief(share[s])}" for s in P.SETTINGS if size[s].lo > SURVIVE)
         + f" — {dec.reason}"
+        + (f"; about {dec.n_needed} seeds would decide" if dec.verdict == C.INCONCLUSIVE and dec.n_needed else "")
     )
     rows = "\n".join(
         f"| {s} | {size[s].text()} | {share[s].text()} | {C.fmt(med[s]['cos_highway_rest'])} | "

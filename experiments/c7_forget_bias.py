@@ -1,10 +1,10 @@
 """C7 at initialisation: the long-range LSTM gradient against the forget-gate bias.
 
-The sweep of ``_probe.lstm_bias_sweep`` (shared with c5_paths and distance_hops_map): an
+The setting of ``_probe.lstm_bias_sweep`` (shared with c5_paths and distance_hops_map): an
 LSTM at initialisation with b_f ∈ {-2, 0, 1, 2, 3, 5} and chrono, the same weights for
 every bias, loss r·h_{T-1}. Measured per bias and seed: ‖G_{d=100}‖, the gradient through
-θ's use 100 steps before the loss (d = 20 at --quick), its size relative to ‖g‖, and
-its highway (0-hop) projection share.
+θ's use 100 steps before the loss (d = 20 at --quick), from ``by_step`` (O(T), so many
+seeds: SEEDS), and, from the shared sweep, its highway (0-hop) projection share.
 
 Rule (the at-initialisation half of CLAIMS.md C7), paired over seeds (same weights):
 each step b → b' of the sweep rises if the 95 % bootstrap interval of the mean
@@ -16,14 +16,19 @@ falls. Chrono is reported beside the sweep. Training is c7_forget_training and c
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
+import gradpaths as gp
 from experiments import _common as C
 from experiments import _probe as P
 from experiments import _stats as S
+from gradpaths import analysis as A
 
 CLAIM, NAME = "C7", "c7_forget_bias"
 TITLE = "C7 at initialisation: long-range gradient against forget bias"
+SEEDS = 32
 
 
 def verdict(g_SB) -> tuple[S.Decision, list[S.Decision]]:
@@ -47,23 +52,39 @@ def verdict(g_SB) -> tuple[S.Decision, list[S.Decision]]:
     return S.Decision(v, weakest.estimate, weakest.interval, weakest.n, reason, need), steps
 
 
+def at_distance(sz: dict, n_seeds: int) -> dict[str, np.ndarray]:
+    """{setting: ‖G_d‖ [seed]} at d = d_at for the loss r·h_{T-1}, from ``by_step``."""
+    cell, data, biases = P.bias_setup(sz, n_seeds)
+    t = sz["T"] - 1 - sz["d_at"]
+
+    def one(p, x, r, b):
+        loss = lambda hs: A.readout_loss(hs, r, A.last_step(x.shape[-2], x.dtype))
+        by_step = gp.decompose(cell, {**p, "b": b}, x, loss, parts=("step",)).by_step
+        return jnp.linalg.norm(A.flat_lead(by_step)[t])
+
+    f = jax.jit(jax.vmap(one))
+    return {s: np.asarray(f(*data, biases[s])) for s in P.SETTINGS}
+
+
 def run(args: C.Args) -> C.Outcome:
     sz, res = P.lstm_bias_sweep(args)
+    n_seeds = args.n_seeds(8, SEEDS, 64)
+    g_at = at_distance(sz, n_seeds)
     sweep = P.SETTINGS[: len(P.BIASES)]
-    g_SB = np.stack([res[s]["at"]["norm"] for s in sweep], 1)
-    dec, steps = verdict(g_SB)
-    norm = {s: P.ci(res[s]["at"]["norm"]) for s in P.SETTINGS}
+    dec, steps = verdict(np.stack([g_at[s] for s in sweep], 1))
+    norm = {s: P.ci(g_at[s]) for s in P.SETTINGS}
     share = {s: P.ci(res[s]["at"]["proj_share"][:, 0]) for s in P.SETTINGS}
     d = sz["d_at"]
     headline = (
         f"median ‖G_d={d}‖ over b_f {', '.join(f'{b:g}' for b in P.BIASES)}: "
         + ", ".join(C.fmt(norm[s].value) for s in sweep)
-        + f" (chrono {C.fmt(norm['chrono'].value)}, n={sz['seeds']}); {dec.reason}; weakest step log-ratio "
+        + f" (chrono {C.fmt(norm['chrono'].value)}, n={n_seeds}); {dec.reason}; weakest step log-ratio "
         + f"{C.fmt(dec.estimate)} [95% CI {C.fmt(dec.interval[0])}, {C.fmt(dec.interval[1])}]"
     )
     step_rows = "\n".join(f"| {a} → {b} | {P.brief(x)} | {x.verdict} |" for a, b, x in zip(sweep, sweep[1:], steps))
     summary = (
-        f"LSTM H={sz['H']}, T={sz['T']}, batch {sz['B']}, {sz['seeds']} seeds, float64, loss r·h_{{T-1}}, distance "
+        f"LSTM H={sz['H']}, T={sz['T']}, batch {sz['B']}, {n_seeds} seeds (highway shares: {sz['seeds']}), float64, "
+        "loss r·h_{T-1}, distance "
         f"d = {d}. {dec.text()}\n\n| setting | ‖G_d={d}‖ median [95% CI] | highway projection share [95% CI] |\n"
         "|---|---|---|\n"
         + "\n".join(f"| {s} | {norm[s].text()} | {share[s].text()} |" for s in P.SETTINGS)
@@ -86,7 +107,7 @@ def _figure(res, norm, share, sz, dec):
         e = np.array([[est[s].value, est[s].lo, est[s].hi] for s in P.SETTINGS])
         ax.errorbar(x, e[:, 0], yerr=[e[:, 0] - e[:, 1], e[:, 2] - e[:, 0]], fmt="o-", capsize=3, label=lab)
         ax.set_xticks(x, P.SETTINGS, fontsize=8)
-        ax.set_ylabel(f"{lab}\n(median, 95% CI over {sz['seeds']} seeds)")
+        ax.set_ylabel(f"{lab}\n(median, 95% CI over seeds)")
     axes[0].set_yscale("log")
     axes[1].axhline(0.5, color="k", ls=":", lw=0.8)
     axes[0].set_xlabel("forget-gate bias at initialisation")

@@ -63,7 +63,7 @@ def verdict(states: list[str]) -> str:
 
 def run(args: C.Args) -> C.Outcome:
     n_t, n_h, n_b = args.pick((60, 16, 2), (200, 64, 4), (1000, 128, 16))
-    n_seeds, n_i, dtype = args.n_seeds(4, 16, 64), 4, args.dtype
+    n_seeds, n_i, dtype = args.n_seeds(4, 32, 64), 4, args.dtype
     data = P.draws(gp.rnn(n_h), jax.random.key(9), n_seeds, n_i, n_b, n_t, dtype)
     g_d = {}
     for a in ACTIVATIONS:
@@ -75,7 +75,7 @@ def run(args: C.Args) -> C.Outcome:
         lambda p, x, r, _: profile(irnn, {**p, "W_h": jnp.eye(n_h, dtype=dtype)}, x, r), data, jnp.zeros(1)
     )
     fl = A.underflow_floor(dtype)
-    rates = {k: np.asarray(gp.fit_decay_rate(v, d_min=FIT_D[0], d_max=FIT_D[1], floor=fl).rate) for k, v in g_d.items()}
+    rates = {k: np.asarray(P.fit_decay(v, d_min=FIT_D[0], d_max=FIT_D[1], floor=fl).rate) for k, v in g_d.items()}
     per_g = [at_gain({a: rates[a][:, j] for a in ACTIVATIONS}) for j in range(len(GAINS))]
     v = verdict([s for s, _ in per_g])
     need = max((p.n_needed or 0) for _, parts in per_g for p in parts) or None

@@ -10,7 +10,7 @@ There is no claim here; the verdict answers one question about the map: is the h
 (0 hops) the largest class at the longest distance? Per bias shown, the fraction of seeds
 in which it is, with its Wilson 95 % interval: yes if the interval lies above 1/2, no if
 below. SUPPORTED if yes for every bias shown, NOT SUPPORTED if no for every one, NUANCED
-if mixed, INCONCLUSIVE if undecided.
+if yes for some and no for others, INCONCLUSIVE if undecided biases leave it open (``_probe.cases``).
 """
 
 from __future__ import annotations
@@ -33,10 +33,7 @@ def verdict(highway_largest: list) -> tuple[str, list[S.Decision]]:
     if not len(highway_largest):
         raise ValueError("verdict needs the per-seed answer for at least one bias")
     parts = [S.decide(S.rate(x), null=0.5, what="fraction of seeds") for x in highway_largest]
-    vs = [p.verdict for p in parts]
-    if C.INCONCLUSIVE in vs:
-        return C.INCONCLUSIVE, parts
-    return C.all_some_none([v == C.SUPPORTED for v in vs]), parts
+    return P.cases([p.verdict for p in parts]), parts
 
 
 def run(args: C.Args) -> C.Outcome:
