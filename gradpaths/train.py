@@ -207,7 +207,7 @@ def _global_norm(tree) -> jax.Array:
 
 
 def _masked_mean(x: jax.Array, valid: jax.Array) -> jax.Array:
-    return jnp.sum(jnp.where(valid, x, 0.0)) / jnp.sum(valid)
+    return jnp.sum(jnp.where(valid, x, 0.0)) / jnp.sum(valid).astype(x.dtype)
 
 
 def make_trainer(config: TrainConfig) -> Trainer:
@@ -261,7 +261,8 @@ def _make_trainer(config: TrainConfig) -> Trainer:
         for g in jax.tree.leaves(grads):
             finite = finite & jnp.all(jnp.isfinite(g))
         healthy = finite & (state.diverged_at < 0)
-        updates, opt_state = opt.update(grads, state.opt_state, state.params)
+        with jax.numpy_dtype_promotion("standard"):  # optax's bias correction computes float ** int32 count
+            updates, opt_state = opt.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         keep_new = lambda new, old: jnp.where(healthy, new, old)
         diverged_at = jnp.where((state.diverged_at < 0) & ~finite, state.step, state.diverged_at)
