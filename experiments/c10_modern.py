@@ -45,13 +45,13 @@ def n_params(cell, n_i: int) -> int:
     return sum(x.size for x in jax.tree.leaves(jax.eval_shape(lambda: cell.init(jax.random.key(0), n_i))))
 
 
-def matched(name: str, target: int, n_i: int, h_max: int = 1024):
-    """The cell ``name`` at the hidden size whose parameter count is closest to ``target`` (counts grow with H)."""
+def matched(make, target: int, n_i: int, h_max: int = 1024):
+    """``make(H)`` at the H whose parameter count is closest to ``target`` (counts grow with H)."""
     lo, hi = 1, h_max
     while hi - lo > 1:  # the smallest H with count(H) >= target lies in (lo, hi]
         mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if n_params(REGISTRY[name](mid), n_i) < target else (lo, mid)
-    return min((REGISTRY[name](h) for h in (lo, hi)), key=lambda c: abs(n_params(c, n_i) - target))
+        lo, hi = (mid, hi) if n_params(make(mid), n_i) < target else (lo, mid)
+    return min((make(h) for h in (lo, hi)), key=lambda c: abs(n_params(c, n_i) - target))
 
 
 def measure(cell, params, xs, r, max_d: int):
@@ -94,10 +94,12 @@ def run(args: C.Args) -> C.Outcome:
     n_seeds, n_i, dtype = args.n_seeds(3, 8, 32), 4, jnp.float64  # float64: shares far below float32's range
     target = n_params(gp.lstm(h_lstm), n_i)
     names = args.pick(("lstm", "mingru", "lru"), (*REFERENCES, *HIGHWAY_ONLY), (*REFERENCES, *HIGHWAY_ONLY))  # compiles
-    cells = {k: matched(k, target, n_i) for k in names if k in REGISTRY}
+    cells = {k: matched(REGISTRY[k], target, n_i) for k in names if k in REGISTRY}
     h = {k: c.hidden_size for k, c in cells.items()}
-    cells["2×minGRU"] = gp.stack([REGISTRY["mingru"](h["mingru"] // 2)] * 2) if "mingru" in cells else None
-    cells["2×LSTM"] = None if args.quick else gp.stack([gp.lstm(h_lstm // 2 + 2)] * 2)
+    two_lstm = gp.stack([gp.lstm(h_lstm // 2 + 2)] * 2)
+    two = lambda make: matched(lambda hh: gp.stack([make(hh)] * 2), n_params(two_lstm, n_i), n_i)
+    cells["2×minGRU"] = two(REGISTRY["mingru"]) if "mingru" in cells else None
+    cells["2×LSTM"] = None if args.quick else two_lstm
     cells = {k: c for k, c in cells.items() if c is not None}
     res = {}
     for i, (k, cell) in enumerate(cells.items()):

@@ -110,7 +110,7 @@ def _figure(long, size, share, sz):
     axes[0].errorbar(x, est[:, 0], yerr=[est[:, 0] - est[:, 1], est[:, 2] - est[:, 0]], fmt="k.", capsize=3)
     axes[0].axhline(HIGHWAY_SHARE, color="k", ls=":", lw=0.8)
     axes[0].set_xticks(x, P.SETTINGS, fontsize=8)
-    axes[0].set_ylabel(f"projection share of G(d ≥ {sz['d_long']}) (bars: mean; dots: median, 95% CI)")
+    axes[0].set_ylabel(f"projection share of G(d ≥ {sz['d_long']})\n(bars: mean; dots: median, 95% CI)")
     axes[0].legend(fontsize=7, loc="lower left")
     axes[1].boxplot([np.maximum(long[s]["size"], 1e-300) for s in P.SETTINGS], positions=x, widths=0.5)
     axes[1].set_yscale("log")

@@ -39,7 +39,7 @@ def test_c10_verdict_needs_a_highway_only_cell():
 
 def test_matched_parameter_count():
     target = M.n_params(gp.lstm(16), 4)
-    cell = M.matched("mingru", target, 4)
+    cell = M.matched(REGISTRY["mingru"], target, 4)
     near = [abs(M.n_params(REGISTRY["mingru"](h), 4) - target) for h in (cell.hidden_size - 1, cell.hidden_size + 1)]
     assert abs(M.n_params(cell, 4) - target) <= min(near)
 
