@@ -208,8 +208,8 @@ def _fit(y, d, d_min, d_max, floor) -> DecayFit:
     w = (y > floor) & jnp.isfinite(y) & (d >= d_min) & (d <= d_max)
     logy = jnp.where(w, jnp.log(jnp.where(w, y, 1.0)), 0.0)
     n = w.sum(-1)
-    nn = jnp.maximum(n, 1)
-    dm = (w * d).sum(-1) / nn
+    nn = jnp.maximum(n, 1).astype(y.dtype)
+    dm = jnp.where(w, d, 0.0).sum(-1) / nn
     ym = logy.sum(-1) / nn
     dd = jnp.where(w, d - dm[..., None], 0.0)
     yy = jnp.where(w, logy - ym[..., None], 0.0)
