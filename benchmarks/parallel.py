@@ -3,7 +3,8 @@
 At each T: ``jax.grad`` of mse(hs) through ``gp.unroll`` (sequential) and through
 ``gradpaths.parallel.parallel_unroll`` (O(log T) depth), and the forward passes alone,
 timed side by side; the ratio is parallel ÷ sequential in the same rounds (below 1: the
-parallel form wins). The same script runs unchanged on a GPU.
+parallel form wins). Then ``by_distance`` with ``max_distance=D``: ``gp.decompose``
+against ``parallel_decompose`` (depth D instead of T). The same script runs unchanged on a GPU.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import jax.numpy as jnp
 import gradpaths as gp
 from benchmarks import timing
 from gradpaths.cells import REGISTRY
-from gradpaths.parallel import parallel_unroll
+from gradpaths.parallel import parallel_decompose, parallel_unroll
 
 NAME = "parallel"
 FULL = {
@@ -26,6 +27,7 @@ FULL = {
     "hidden": 128,
     "inputs": 8,
     "steps": (100, 1000, 10000),
+    "distance": {"cell": "mingru", "steps": 1000, "max_distance": 32},
     "repeats": 5,
     "budget_s": 20.0,
 }
@@ -35,6 +37,7 @@ QUICK = {
     "hidden": 8,
     "inputs": 3,
     "steps": (10, 20),
+    "distance": {"cell": "mingru", "steps": 20, "max_distance": 4},
     "repeats": 3,
     "budget_s": 5.0,
 }
@@ -59,6 +62,32 @@ def point(name: str, batch: int, hidden: int, inputs: int, steps: int, repeats: 
     return {"ms": {k: t["ms"] for k, t in timed.items()}, "parallel_over_sequential": ratios, "rel_error_fwd": err}
 
 
+def distance_point(config: dict, repeats: int) -> dict:
+    """by_distance with max_distance=D: gp.decompose (reverse lax.scan) against parallel_decompose."""
+    dc = config["distance"]
+    cell = REGISTRY[dc["cell"]](config["hidden"])
+    params = cell.init(jax.random.key(0), config["inputs"], jnp.float32)
+    xs = jax.random.normal(jax.random.key(1), (config["batch"], dc["steps"], config["inputs"]), jnp.float32)
+    kw = dict(parts=("distance",), max_distance=dc["max_distance"])
+    fns = {
+        "grad": jax.jit(jax.grad(lambda p: timing.mse(gp.unroll(cell, p, xs)))),
+        SEQ: jax.jit(lambda p: gp.decompose(cell, p, xs, timing.mse, **kw).by_distance),
+        PAR: jax.jit(lambda p: parallel_decompose(cell, p, xs, timing.mse, **kw).by_distance),
+    }
+    err = timing.rel_error(fns[PAR](params), fns[SEQ](params))
+    timed = timing.time_cases(
+        {k: (lambda f=f: f(params)) for k, f in fns.items()}, repeats, budget_s=config["budget_s"]
+    )
+    return {
+        **dc,
+        "ms": {k: t["ms"] for k, t in timed.items()},
+        "parallel_over_sequential": timing.ratio(timed, PAR, SEQ),
+        "sequential_over_grad": timing.ratio(timed, SEQ, "grad"),
+        "parallel_over_grad": timing.ratio(timed, PAR, "grad"),
+        "rel_error": err,
+    }
+
+
 def run(config: dict, repeats: int) -> dict:
     rows = []
     for name in config["cells"]:
@@ -71,7 +100,11 @@ def run(config: dict, repeats: int) -> dict:
                 f"fwd+bwd {r['fwd+bwd']['median']:.2f}×",
                 flush=True,
             )
-    return {"config": config, "rows": rows}
+    dist = distance_point(config, repeats)
+    print(
+        f"by_distance D={dist['max_distance']}: parallel ÷ sequential {dist['parallel_over_sequential']['median']:.2f}×"
+    )
+    return {"config": config, "rows": rows, "distance": dist}
 
 
 def markdown(result: dict) -> str:
@@ -105,7 +138,14 @@ def markdown(result: dict) -> str:
         "ratio",
         "rel err",
     ]
-    return body + timing.markdown_table(header, table)
+    d = result["distance"]
+    dist = (
+        f"\n\n`by_distance` with max_distance={d['max_distance']}, {d['cell']}, T={d['steps']}: "
+        f"gp.decompose {timing.fmt_ms(d['ms'][SEQ])} ms ({timing.fmt_ratio(d['sequential_over_grad'])} a plain grad), "
+        f"parallel_decompose {timing.fmt_ms(d['ms'][PAR])} ms ({timing.fmt_ratio(d['parallel_over_grad'])}); "
+        f"parallel ÷ sequential {timing.fmt_ratio(d['parallel_over_sequential'])}, rel err {d['rel_error']:.1e}."
+    )
+    return body + timing.markdown_table(header, table) + dist
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
