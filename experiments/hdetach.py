@@ -94,7 +94,7 @@ def estimator_stats(cell, params, xs, loss, ps, key, n_masks=N_MASKS) -> dict:
     grad_m = jax.jit(jax.vmap(lambda m: flat(gp.masked_grad(cell, params, xs, loss, scales={"gates": m}))))
     out = {}
     for i, p in enumerate(ps):
-        e = ((1.0 - p) ** jnp.arange(n_t + 1)) @ g_k
+        e = ((1.0 - p) ** jnp.arange(n_t + 1, dtype=g_k.dtype)) @ g_k
         m = jax.random.bernoulli(jax.random.fold_in(key, i), 1.0 - p, (n_masks, n_t)).astype(xs.dtype)
         gm = grad_m(m)
         out[f"p={p:g}"] = {

@@ -44,7 +44,7 @@ def test_expected_hdetach_gradient_is_the_reweighted_hop_sum(cell_name, p):
     expected = weights @ grads
     d = gp.decompose(cell, params, xs, loss, max_hops=T, parts=("hops",))  # no clamp: k ≤ T-1 < K
     by_k = jnp.stack([_flat(jax.tree.map(lambda g, k=k: g[k], d.by_hops)) for k in range(T + 1)])
-    theory = ((1.0 - p) ** jnp.arange(T + 1)) @ by_k
+    theory = ((1.0 - p) ** jnp.arange(T + 1, dtype=jnp.float64)) @ by_k
     err = float(jnp.linalg.norm(expected - theory) / jnp.linalg.norm(theory))
     assert err <= 1e-12, err
     # and the identity is not trivial: the masked gradients really differ from each other and from G
