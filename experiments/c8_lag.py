@@ -43,7 +43,7 @@ def sizes(args: C.Args) -> dict:
     """Per-scale settings (measured on 2 loaded CPU cores: an H=16 LSTM step at T=50, batch 32, ~4 ms a seed)."""
     return {
         "H": {"adding": args.pick(4, 16, 64), "copy": args.pick(4, 64, 128)},
-        "batch": {"adding": args.pick(8, 32, 64), "copy": args.pick(8, 16, 64)},
+        "batch": {"adding": args.pick(8, 32, 64), "copy": args.pick(8, 32, 64)},
         "T": {"adding": args.pick((5,), (50,), (50, 100, 200, 400)), "copy": args.pick((), (10,), (10, 20, 50))},
         "steps": {"adding": args.pick(20, 600, 3000), "copy": args.pick(20, 3000, 10000)},
         "segment": args.pick(10, 100, 100),
