@@ -108,7 +108,8 @@ def _uniforms(key: jax.Array, *shapes: tuple[int, ...]) -> list[jax.Array]:
 
 def _ints(u: jax.Array, low, high) -> jax.Array:
     """U{low, …, high-1} from u ~ U[0, 1) (elementwise; low and high may be arrays)."""
-    return jnp.minimum(low + jnp.floor(u * (high - low)).astype(jnp.int32), high - 1)
+    span = jnp.asarray(high - low).astype(u.dtype)
+    return jnp.minimum(low + jnp.floor(u * span).astype(jnp.int32), high - 1)
 
 
 def _last_step(batch_size: int, length: int) -> jax.Array:
@@ -169,15 +170,15 @@ def sample_selective(key: jax.Array, batch_size: int, T: int, max_buts: int = 3,
     u_last, u_n, scores, u_sent, u_word, u_force = _uniforms(
         key, b, b, (batch_size, T), (batch_size, max_buts + 1), (batch_size, T), b
     )
-    t = jnp.arange(T)
+    t = jnp.arange(T, dtype=jnp.int32)
     last = _ints(u_last, (T + 1) // 2, T - 1)
     n_extra = jnp.minimum(_ints(u_n, 0, max_buts), last - 1)
     # n_extra distinct positions in 1..p-1: the smallest ranks of random scores there.
     allowed = (t >= 1) & (t < last[:, None])
     scores = jnp.where(allowed, scores, 2.0)
-    rank = jnp.argsort(jnp.argsort(scores, axis=1), axis=1)
+    rank = jnp.argsort(jnp.argsort(scores, axis=1), axis=1).astype(jnp.int32)
     is_but = (rank < n_extra[:, None]) | (t == last[:, None])
-    clause = jnp.cumsum(is_but, axis=1) - is_but  # clause index, the but itself counted before
+    clause = jnp.cumsum(is_but, axis=1, dtype=jnp.int32) - is_but.astype(jnp.int32)  # clause index (the but counts before)
     sent = u_sent < 0.5
     step_sent = jnp.take_along_axis(sent, clause, axis=1)
     forced = _ints(u_force, last + 1, T)
