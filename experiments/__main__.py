@@ -34,6 +34,7 @@ REGISTRY = (
     ("C8", "c8_lag"),
     ("C9", "c9_activations"),
     ("C9", "c9_irnn"),
+    ("C10", "c10_modern"),
     ("", "hdetach"),
     ("", "paths_training"),
     ("", "distance_hops_map"),
@@ -49,6 +50,8 @@ STATEMENTS = {
     "C7": "f ≈ 1 keeps long-range gradients; f ≈ 0 cuts them on purpose; in between it only helps.",
     "C8": "Gating plus a kept cell state lets LSTM/GRU solve lags an RNN cannot.",
     "C9": "Activation derivatives set the decay rate: sigmoid < tanh < relu; the IRNN trains where tanh fails.",
+    "C10": "Highway-only cells (minGRU, minLSTM, LRU, RG-LRU, mLSTM, S6) keep long-range gradients that an LSTM "
+    "keeps only at large forget bias.",
 }
 
 
