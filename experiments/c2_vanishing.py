@@ -38,6 +38,7 @@ from experiments import _stats as S
 from gradpaths import analysis as A
 from gradpaths import tasks
 from gradpaths import train as gt
+from gradpaths._linalg import log_spectral_radius
 
 CLAIM, NAME = "C2", "c2_vanishing"
 TITLE = "C2: the total RNN gradient stays O(1) while its long-range part vanishes"
@@ -63,7 +64,7 @@ def analyse(cell, params, xs, r, t_list, burn_in):
         "short": A.band_share(g_DP, 0, SHORT + 1),
         "long": A.band_share(g_DP, LONG + 1, n_t),
         "lyap": gp.lyapunov_exponents(cell, params, xs, 1, burn_in=burn_in)[..., 0].mean(),
-        "log_rho": jnp.log(jnp.max(jnp.abs(jnp.linalg.eigvals(params["W_h"].astype(jnp.float64))))),
+        "log_rho": log_spectral_radius(params["W_h"]),  # jnp, not batched LAPACK geev (docs/hang.md)
     }
 
 

@@ -101,3 +101,29 @@ def orthogonal(key: jax.Array, shape: tuple[int, int], dtype=jnp.float32) -> jax
     g = jax.random.normal(key, (n_cols, n_rows) if transpose else (n_rows, n_cols), dtype)
     q, _ = qr(g)
     return q.T if transpose else q
+
+
+def log_spectral_radius(w: jax.Array, squarings: int = 48) -> jax.Array:
+    r"""ln ρ(W) of a square [..., N, N] matrix by Gelfand's formula, in jnp (safe under vmap).
+
+    With :math:`M_0 = W`, :math:`n_i = \|M_i\|_F` and :math:`M_{i+1} = (M_i / n_i)^2`,
+
+    .. math::
+
+        \ln ρ(W) = \lim_{k→∞} 2^{-k} \ln \|W^{2^k}\| = Σ_{i<k} 2^{-i} \ln n_i + 2^{-k} \ln \|M_k\|,
+
+    whose error after k squarings is O(2^{-k}) times the log condition of W's
+    eigenbasis. Replaces ``jnp.linalg.eigvals``, whose batched CPU LAPACK call (geev)
+    under ``vmap`` is the same pattern that deadlocked the batched QR (docs/hang.md).
+    """
+    _check_float(w, "w")
+
+    def body(carry, _):
+        m, acc, scale = carry
+        n = jnp.linalg.norm(m, axis=(-2, -1))
+        m = m / n[..., None, None]
+        return (m @ m, acc + scale * jnp.log(n), scale / 2), None
+
+    zero = jnp.zeros(w.shape[:-2], w.dtype)
+    (m, acc, scale), _ = lax.scan(body, (w, zero, jnp.ones((), w.dtype)), None, length=squarings)
+    return acc + scale * jnp.log(jnp.linalg.norm(m, axis=(-2, -1)))

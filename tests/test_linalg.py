@@ -86,3 +86,14 @@ def test_orthogonal_under_jit_vmap_gives_distinct_matrices():
 def test_orthogonal_rejects_bad_input(shape, dtype):
     with pytest.raises((ValueError, TypeError), match="2-D shape|floating"):
         _linalg.orthogonal(jax.random.PRNGKey(0), shape, dtype)
+
+
+def test_log_spectral_radius_matches_numpy_eigvals_under_vmap():
+    ws = (
+        jax.random.normal(jax.random.key(4), (4, 12, 12), jnp.float64)
+        * jnp.asarray([0.3, 0.9, 1.0, 1.7])[:, None, None]
+    )
+    got = jax.jit(jax.vmap(_linalg.log_spectral_radius))(ws)
+    want = np.log(np.abs(np.linalg.eigvals(np.asarray(ws))).max(-1))
+    np.testing.assert_allclose(got, want, atol=1e-12)
+    assert _linalg.log_spectral_radius(ws[0].astype(jnp.float32)).dtype == jnp.float32
