@@ -49,7 +49,9 @@ def cases(cell, params, xs, hops: Sequence[int], parts=("hops",), max_distance=N
         return lambda: f(params)
 
     def dec(k):
-        f = jax.jit(lambda p: gp.decompose(cell, p, xs, timing.mse, max_hops=k, parts=parts, max_distance=max_distance).total)
+        f = jax.jit(
+            lambda p: gp.decompose(cell, p, xs, timing.mse, max_hops=k, parts=parts, max_distance=max_distance).total
+        )
         return lambda: f(params)
 
     out = {GRAD: grad("custom"), AUTODIFF: grad("autodiff")}
@@ -116,7 +118,13 @@ def long_distance(config: dict) -> dict:
     fns = {GRAD: both[GRAD], name: both["decompose distance"]}
     t = timing.time_cases(fns, repeats=3, warmup=0)
     r = timing.ratio(t, name, GRAD)["median"]
-    return {"case": name, "reference": GRAD, "ratio": r, "goal": DISTANCE_GOAL, "verdict": timing.goal(r, DISTANCE_GOAL)}
+    return {
+        "case": name,
+        "reference": GRAD,
+        "ratio": r,
+        "goal": DISTANCE_GOAL,
+        "verdict": timing.goal(r, DISTANCE_GOAL),
+    }
 
 
 def markdown(result: dict) -> str:

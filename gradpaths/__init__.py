@@ -20,8 +20,20 @@ def __getattr__(name: str):
 __version__ = "0.1.0"
 
 __all__ = [  # noqa: F405  ("plots" loads on use)
-    *cells.__all__, "cells", "check_cell",
-    "unroll", "unroll_states", "decompose", "masked_grad", "Decomposition",
-    "edge_jacobians", "lyapunov_exponents", "fit_decay_rate", "DecayFit",
-    "interop", "plots", "tasks", "train",
+    *cells.__all__,
+    "cells",
+    "check_cell",
+    "unroll",
+    "unroll_states",
+    "decompose",
+    "masked_grad",
+    "Decomposition",
+    "edge_jacobians",
+    "lyapunov_exponents",
+    "fit_decay_rate",
+    "DecayFit",
+    "interop",
+    "plots",
+    "tasks",
+    "train",
 ]

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from gradpaths import decompose as dec
-from gradpaths.unroll import check_step, check_cell_members, forward, is_affine, param_dtype, unroll
+from gradpaths.unroll import check_cell_members, check_step, forward, is_affine, param_dtype, unroll
 
 _PARTS = ("step", "distance", "hops", "state", "distance_hops")
 
@@ -74,7 +74,10 @@ def check_cell(cell: Any, input_size: int, *, key: jax.Array | None = None, dtyp
     linear = jax.tree.map(lambda a, b: 0.3 * a - 1.7 * b, cell.read(s1), cell.read(s2))
     err_read = _rel(mixed, linear)
     if err_read > tol:
-        raise ValueError(f"{type(cell).__name__}.read is not linear (relative error {err_read:.2e}); it must select parts of the state")
+        raise ValueError(
+            f"{type(cell).__name__}.read is not linear (relative error {err_read:.2e}): "
+            "it must select parts of the state"
+        )
 
     x = jax.random.normal(k_x, (input_size,), dtype)
     jac = jax.jacrev(lambda e: ravel_pytree(cell.step(params, e, x))[0])(cell.read(s1))
@@ -97,7 +100,10 @@ def check_cell(cell: Any, input_size: int, *, key: jax.Array | None = None, dtyp
     if is_affine(cell):
         out["fast_vs_generic"] = fast_vs_generic(cell, params, xs, loss, max_hops=T)
         if out["fast_vs_generic"] > tol:
-            raise ValueError(f"the fast path of {type(cell).__name__} differs from the generic engine by {out['fast_vs_generic']:.2e}")
+            raise ValueError(
+                f"the fast path of {type(cell).__name__} differs from the generic engine "
+                f"by {out['fast_vs_generic']:.2e}"
+            )
     return out
 
 

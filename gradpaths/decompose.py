@@ -231,13 +231,17 @@ def _value_and_grad(loss_fn, hs):
 
 
 def _chunked(cell, params, x_TBI, s0, dh_TBH, hops, chunk, n_hops, n_d, tail, per_step, keep_state):
-    g, g_t, lam = engine.chunked_reverse(cell, params, x_TBI, s0, dh_TBH, hops, n_hops, n_d, tail, per_step, keep_state, chunk)
+    g, g_t, lam = engine.chunked_reverse(
+        cell, params, x_TBI, s0, dh_TBH, hops, n_hops, n_d, tail, per_step, keep_state, chunk
+    )
     return (g if n_d > 1 else _sum(g, 0)), g_t, lam
 
 
 def _generic(cell, params, fwd, seeds, hops, n_hops, n_d, tail, per_step, keep_state):
     """(G [n_d, K1, ...], or [K1, ...] when n_d = 1; G_t [T, ...] or None; λ or None)."""
-    (_, g), (g_t, lam) = engine.generic_reverse(cell, params, fwd, seeds, {}, hops, n_hops, n_d, tail, per_step, keep_state)
+    (_, g), (g_t, lam) = engine.generic_reverse(
+        cell, params, fwd, seeds, {}, hops, n_hops, n_d, tail, per_step, keep_state
+    )
     return (g if n_d > 1 else _sum(g, 0)), g_t, lam
 
 

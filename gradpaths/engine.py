@@ -73,7 +73,7 @@ def _scale_edges(edge_ct: dict, alpha: dict, axis: int) -> dict:
     def mul(v, a):
         return v * a.reshape((1,) * axis + a.shape + (1,) * (v.ndim - axis - 1))
 
-    return {k: jax.tree.map(lambda v, a=alpha.get(k): v if a is None else mul(v, a), v) for k, v in edge_ct.items()}
+    return {k: v if k not in alpha else jax.tree.map(lambda u, a=alpha[k]: mul(u, a), v) for k, v in edge_ct.items()}
 
 
 def generic_reverse(cell, params, fwd: Forward, seeds, alphas, hops, n_hops=1, n_d=1, tail=False, per_step=False,

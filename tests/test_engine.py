@@ -65,13 +65,14 @@ def test_max_distance_tail_collects_the_far_distances():
     cell = gp.stack([gp.lstm(H), readme_cell(H)])
     params, xs = setup(cell)
     full = gp.decompose(cell, params, xs, LOSS, max_hops=2, parts=("distance", "distance_hops"))
+    head = lambda tree, D: jax.tree.map(lambda v: v[:D], tree)
+    rest = lambda tree, D: jax.tree.map(lambda v: v[D:].sum(0), tree)
+    at = lambda tree, D: jax.tree.map(lambda v: v[D], tree)
     for D in (1, 3, T - 2):
         cut = gp.decompose(cell, params, xs, LOSS, max_hops=2, parts=("distance", "distance_hops"), max_distance=D)
-        head = jax.tree.map(lambda v: v[:D], full.by_distance)
-        tail = jax.tree.map(lambda v: v[D:].sum(0), full.by_distance)
-        assert rel(jax.tree.map(lambda v: v[:D], cut.by_distance), head) <= 1e-12
-        assert rel(jax.tree.map(lambda v: v[D], cut.by_distance), tail) <= 1e-12
-        assert rel(jax.tree.map(lambda v: v[D], cut.by_distance_hops), jax.tree.map(lambda v: v[D:].sum(0), full.by_distance_hops)) <= 1e-12
+        assert rel(head(cut.by_distance, D), head(full.by_distance, D)) <= 1e-12
+        assert rel(at(cut.by_distance, D), rest(full.by_distance, D)) <= 1e-12
+        assert rel(at(cut.by_distance_hops, D), rest(full.by_distance_hops, D)) <= 1e-12
     big = gp.decompose(cell, params, xs, LOSS, parts=("distance",), max_distance=T + 5)
     assert jax.tree.leaves(big.by_distance)[0].shape[0] == T
 
@@ -138,8 +139,11 @@ def _variant(**overrides):
 
 BAD_CELLS = [
     (lambda: _variant(hop_edges=("gates",)), ValueError, "not edges"),
-    (lambda: _variant(edges=("keep", "mix", "extra"), read=lambda self, s: {"keep": s.c, "mix": s.h, "extra": s.h}),
-     ValueError, "never reach"),
+    (
+        lambda: _variant(edges=("keep", "mix", "extra"), read=lambda self, s: {"keep": s.c, "mix": s.h, "extra": s.h}),
+        ValueError,
+        "never reach",
+    ),
     (lambda: _variant(read=lambda self, s: {"keep": s.c**2, "mix": s.h}), ValueError, "not linear"),
     (lambda: _variant(read=lambda self, s: {"keep": s.c}), ValueError, "over edges"),
     (lambda: _variant(output=lambda self, s: s.h[None]), ValueError, "vector"),

@@ -382,8 +382,13 @@ def lstm(
 
         if peephole and layer_norm:
             raise ValueError("choose one of peephole=True and layer_norm=True, not both")
-        others = {"forget_gate": (forget_gate, True), "chrono": (chrono, None), "recurrent_init": (recurrent_init, "orthogonal"),
-                  "recurrent_scale": (recurrent_scale, 1.0), "input_scale": (input_scale, 1.0)}  # fmt: skip
+        others = {
+            "forget_gate": (forget_gate, True),
+            "chrono": (chrono, None),
+            "recurrent_init": (recurrent_init, "orthogonal"),
+            "recurrent_scale": (recurrent_scale, 1.0),
+            "input_scale": (input_scale, 1.0),
+        }
         given = sorted(k for k, (val, default) in others.items() if val != default)
         if given:
             raise ValueError(f"the {'peephole' if peephole else 'layer-norm'} LSTM takes forget_bias only, got {given}")
