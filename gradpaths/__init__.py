@@ -1,6 +1,6 @@
 """gradpaths: exact path decompositions of recurrent-network gradients."""
 
-from gradpaths import cells, interop, tasks, train  # interop imports its frameworks only when called
+from gradpaths import cells, interop, parallel, tasks, train  # interop imports its frameworks only when called
 from gradpaths.cells import *  # noqa: F403  (every cell family, its constructors, the protocol and the registry)
 from gradpaths.check import check_cell
 from gradpaths.decompose import Decomposition, decompose, masked_grad
@@ -33,6 +33,7 @@ __all__ = [  # noqa: F405  ("plots" loads on use)
     "fit_decay_rate",
     "DecayFit",
     "interop",
+    "parallel",
     "plots",
     "tasks",
     "train",

@@ -10,4 +10,7 @@ from gradpaths.interop.mingru import from_mingru, state_from_mingru
 from gradpaths.interop.recurrentgemma import from_recurrentgemma
 from gradpaths.interop.xlstm import from_xlstm
 
-__all__ = ["TORCH_KINDS", "from_flax", "from_torch", "state_from_flax", "state_from_torch", "from_recurrentgemma", "from_mambapy", "from_xlstm", "from_mingru", "state_from_mingru"]
+__all__ = [
+    "TORCH_KINDS", "from_flax", "from_torch", "state_from_flax", "state_from_torch",
+    "from_recurrentgemma", "from_mambapy", "from_xlstm", "from_mingru", "state_from_mingru",
+]  # fmt: skip
