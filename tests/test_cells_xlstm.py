@@ -2,6 +2,8 @@
 against plain references, the stabiliser's invariance, the highway Jacobians, defaults
 and errors. Exactness of every decomposition comes from test_core's registry tables."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -30,6 +32,7 @@ def _block_diag(r_NxDxD):
     return jax.scipy.linalg.block_diag(*r_NxDxD)
 
 
+@functools.partial(jax.jit, static_argnums=2)
 def slstm_reference(p, xs, heads):
     """Unstabilised sLSTM in a Python loop: c̄, n̄ with ĩ = exp(i_pre), f̃ = σ(f_pre)."""
     hid = p["W_x"].shape[1] // 4
@@ -45,6 +48,7 @@ def slstm_reference(p, xs, heads):
     return jnp.stack(hs)
 
 
+@functools.partial(jax.jit, static_argnums=2)
 def mlstm_reference(p, xs, heads):
     """Unstabilised mLSTM in its parallel (attention-like) form, head by head:
     h̃_t = Σ_s D_ts (q_t·k_s) v_s / max(|Σ_s D_ts q_t·k_s|, 1), D_ts = ĩ_s Π_{r=s+1..t} f̃_r."""
@@ -76,8 +80,8 @@ def test_stabilised_equals_unstabilised_outputs_and_gradients(make, reference, h
     cell = make(4, num_heads=heads)
     p, xs = _randomised(cell), _xs()
     np.testing.assert_allclose(gp.unroll(cell, p, xs), reference(p, xs, heads), rtol=1e-12, atol=1e-13)
-    g = jax.grad(lambda p: jnp.sum(jnp.sin(gp.unroll(cell, p, xs))))(p)
-    g_ref = jax.grad(lambda p: jnp.sum(jnp.sin(reference(p, xs, heads))))(p)
+    g = jax.jit(jax.grad(lambda p: jnp.sum(jnp.sin(gp.unroll(cell, p, xs)))))(p)
+    g_ref = jax.jit(jax.grad(lambda p: jnp.sum(jnp.sin(reference(p, xs, heads)))))(p)
     for k in p:
         np.testing.assert_allclose(g[k], g_ref[k], rtol=1e-10, atol=1e-12, err_msg=k)
 
@@ -187,6 +191,7 @@ def test_float32_stays_float32(make):
     assert {a.dtype for a in jax.tree.leaves((p, g))} == {jnp.dtype(jnp.float32)}
 
 
+@jax.jit
 def peephole_reference(p, xs):
     hid = p["W_h"].shape[0]
     h = c = jnp.zeros(hid, F64)
@@ -201,6 +206,7 @@ def peephole_reference(p, xs):
     return jnp.stack(out)
 
 
+@jax.jit
 def layer_norm_reference(p, xs, eps=1e-5):
     def ln(z, g, b):
         return g * (z - z.mean()) / jnp.sqrt(z.var() + eps) + b
