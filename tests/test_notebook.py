@@ -5,7 +5,8 @@ import re
 
 import pytest
 
-pytest.importorskip("torch")  # the tour's last section imports a PyTorch nn.LSTM
+pytest.importorskip("torch")  # the tour imports a PyTorch nn.LSTM
+pytest.importorskip("minGRU_pytorch")  # and a mingru-pytorch minGRU
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
@@ -31,9 +32,11 @@ def test_tour_notebook_executes():
     client.execute()
 
     images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
-    assert len(images) >= 4
+    assert len(images) >= 5
     text = "".join(_texts(nb))
     errors = [float(e) for e in re.findall(r"sums to jax.grad with relative error (\S+)", text)]
     assert len(errors) == 4 and max(errors) <= 1e-12
     (torch_err,) = re.findall(r"max \|gradpaths - torch\| on the outputs: (\S+)", text)
     assert float(torch_err) < 1e-5
+    (mingru_err,) = re.findall(r"unroll vs the package's forward: max error (\S+)", text)
+    assert float(mingru_err) < 1e-12
