@@ -186,8 +186,9 @@ class RGLRU:
     def read(self, state: HState) -> dict[str, jax.Array]:
         return {"highway": state.h}
 
-    def decay(self, params: Params, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """(a_t, b_t) of h_t = a_t ⊙ h_{t-1} + b_t for one step, x [I] -> [H], [H]."""
+    def coefficients(self, params: Params, x: jax.Array) -> tuple[dict, dict]:
+        """({"highway": a_t}, {"highway": b_t}) of h_t = a_t ⊙ h_{t-1} + b_t, for one step x [I]
+        (``gradpaths.parallel``'s protocol, with ``mul`` and ``finish``)."""
         x = _maybe_project(params, x)
         r = jax.nn.sigmoid(_block_diagonal(x, params["W_a"], params["b_a"]))
         i = jax.nn.sigmoid(_block_diagonal(x, params["W_x"], params["b_x"]))
@@ -197,12 +198,18 @@ class RGLRU:
             multiplier = jnp.sqrt(1 - a_squared)
         else:
             multiplier = _sqrt_bound_derivative(1 - a_squared, self.sqrt_max_gradient)
-        return a, (x * i) * multiplier
+        return {"highway": a}, {"highway": (x * i) * multiplier}
+
+    def mul(self, a: dict, z: dict) -> dict:
+        return jax.tree.map(jnp.multiply, a, z)
+
+    def finish(self, params: Params, z: dict, x: jax.Array) -> HState:
+        return HState(z["highway"])
 
     def step(self, params: Params, edges: dict[str, jax.Array], x: jax.Array) -> HState:
         _check_x(self, params, x, self.hidden_size)
-        a, b = self.decay(params, x)
-        return HState(a * edges["highway"] + b)
+        a, b = self.coefficients(params, x)
+        return HState(a["highway"] * edges["highway"] + b["highway"])
 
     def output(self, state: HState) -> jax.Array:
         return state.h
@@ -244,13 +251,23 @@ def _s6_init(key: jax.Array, e: int, n: int, r: int, cfg, dtype) -> Params:
     }
 
 
+def _s6_coefficients(params: Params, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(exp(Δ_t A), (Δ_t B_t) x_t), both [E, N], of h_t = exp(Δ_t A) h_{t-1} + (Δ_t B_t) x_t; x [E]."""
+    delta = jax.nn.softplus((x @ params["W_delta"]) @ params["W_dt"] + params["b_dt"])
+    a = -jnp.exp(params["A_log"])
+    return jnp.exp(delta[:, None] * a), (delta[:, None] * (x @ params["W_B"])[None, :]) * x[:, None]
+
+
+def _s6_readout(params: Params, h: jax.Array, x: jax.Array) -> jax.Array:
+    """y_t = h_t C_t + D ⊙ x_t [E]."""
+    return h @ (x @ params["W_C"]) + params["D"] * x
+
+
 def _s6_step(params: Params, h_prev: jax.Array, x: jax.Array) -> tuple[jax.Array, jax.Array]:
     """One S6 step, mambapy's computation: h_prev [E, N], x [E] -> (h_t [E, N], y_t [E])."""
-    delta = jax.nn.softplus((x @ params["W_delta"]) @ params["W_dt"] + params["b_dt"])
-    b, c = x @ params["W_B"], x @ params["W_C"]
-    a = -jnp.exp(params["A_log"])
-    h = jnp.exp(delta[:, None] * a) * h_prev + (delta[:, None] * b[None, :]) * x[:, None]
-    return h, h @ c + params["D"] * x
+    decay, drive = _s6_coefficients(params, x)
+    h = decay * h_prev + drive
+    return h, _s6_readout(params, h, x)
 
 
 def _check_dt(cfg) -> None:
@@ -325,6 +342,19 @@ class S6:
     def read(self, state: S6State) -> dict[str, jax.Array]:
         return {"highway": state.h}
 
+    def coefficients(self, params: Params, x: jax.Array) -> tuple[dict, dict]:
+        """({"highway": exp(Δ_t A)}, {"highway": (Δ_t B_t) x_t}) for one step x [I]
+        (``gradpaths.parallel``'s protocol, with ``mul`` and ``finish``)."""
+        decay, drive = _s6_coefficients(params, _maybe_project(params, x))
+        return {"highway": decay}, {"highway": drive}
+
+    def mul(self, a: dict, z: dict) -> dict:
+        return jax.tree.map(jnp.multiply, a, z)
+
+    def finish(self, params: Params, z: dict, x: jax.Array) -> S6State:
+        h = z["highway"]
+        return S6State(h, _s6_readout(params, h, _maybe_project(params, x)))
+
     def step(self, params: Params, edges: dict[str, jax.Array], x: jax.Array) -> S6State:
         _check_x(self, params, x, self.hidden_size)
         return S6State(*_s6_step(params, edges["highway"], _maybe_project(params, x)))
@@ -364,7 +394,8 @@ class MambaBlock:
       step's Jacobian in x_t (through Δ_t, B_t, C_t and the input term) · diag(silu'(c_t)) · taps.
     - ``conv_shift`` (a highway; the window shifted by one): ∂window_t/∂window_{t-1} is the
       shift matrix, so an input travels along it unchanged and a path from x̃_s into the SSM
-      crosses exactly one hop, whatever its lag.
+      crosses exactly one hop, whatever its lag. With K = 2 the window holds x̃_{t-1} only and
+      nothing is shifted: the cell has no ``conv_shift`` edge.
 
     Parameters: W_in [I, 2E] (b_in [2E] if ``bias``), w_conv [K, E] (b_conv [E] if
     ``conv_bias``), the S6 parameters of width E, W_out [E, H] (b_out [H] if ``bias``).
@@ -388,8 +419,13 @@ class MambaBlock:
     dt_init_floor: float = 1e-4
     dt_scale: float = 1.0
 
-    edges: ClassVar[tuple[str, ...]] = ("highway", "conv", "conv_shift")
     hop_edges: ClassVar[tuple[str, ...]] = ("conv",)
+
+    @property
+    def edges(self) -> tuple[str, ...]:
+        """("highway", "conv", "conv_shift"); with K = 2 the window holds one input and is not
+        shifted, so there is no ``conv_shift``."""
+        return ("highway", "conv") if self.d_conv == 2 else ("highway", "conv", "conv_shift")
 
     def __post_init__(self):
         _check_int("hidden_size", self.hidden_size, 1)
@@ -434,7 +470,8 @@ class MambaBlock:
         )
 
     def read(self, state: MambaState) -> dict[str, jax.Array]:
-        return {"highway": state.h, "conv": state.conv, "conv_shift": state.conv}
+        edges = {"highway": state.h, "conv": state.conv}
+        return edges if self.d_conv == 2 else {**edges, "conv_shift": state.conv}
 
     def step(self, params: Params, edges: dict[str, jax.Array], x: jax.Array) -> MambaState:
         if x.shape != (params["W_in"].shape[0],):
@@ -452,7 +489,8 @@ class MambaBlock:
         out = (y * jax.nn.silu(z)) @ params["W_out"]
         if self.bias:
             out = out + params["b_out"]
-        return MambaState(h, jnp.concatenate([edges["conv_shift"][1:], x_in[None]]), out)
+        kept = edges["conv_shift"][1:] if self.d_conv > 2 else edges["conv"][:0]  # K = 2: nothing is kept
+        return MambaState(h, jnp.concatenate([kept, x_in[None]]), out)
 
     def output(self, state: MambaState) -> jax.Array:
         return state.y

@@ -11,7 +11,7 @@ with a depthwise causal conv1d of width K (left zero padding K−1) and S6 discr
 h_t = exp(Δ_t A) h_{t-1} + (Δ_t B_t) x_t (zero-order hold on A only, ``ΔB x`` for the input).
 The imported cell is ``gp.mamba(D, d_state=N, expand=E/D, d_conv=K, dt_rank=R)``: the
 conv's window of the last K−1 inputs is state, read by the hop edge ``conv`` and carried
-by the highway ``conv_shift``; h is the ``highway``. Weights are transposed to [in, out]:
+by the highway ``conv_shift`` (none when K = 2); h is the ``highway``. Weights are transposed to [in, out]:
 W_in = in_proj.weightᵀ, w_conv = conv1d.weight[:, 0, :]ᵀ [K, E], x_proj.weight's rows split
 into W_delta, W_B, W_C (R, N, N), W_dt = dt_proj.weightᵀ, b_dt = dt_proj.bias, W_out =
 out_proj.weightᵀ.
