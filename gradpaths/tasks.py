@@ -178,7 +178,8 @@ def sample_selective(key: jax.Array, batch_size: int, T: int, max_buts: int = 3,
     scores = jnp.where(allowed, scores, 2.0)
     rank = jnp.argsort(jnp.argsort(scores, axis=1), axis=1).astype(jnp.int32)
     is_but = (rank < n_extra[:, None]) | (t == last[:, None])
-    clause = jnp.cumsum(is_but, axis=1, dtype=jnp.int32) - is_but.astype(jnp.int32)  # clause index (the but counts before)
+    # clause index, the but itself counted before
+    clause = jnp.cumsum(is_but, axis=1, dtype=jnp.int32) - is_but.astype(jnp.int32)
     sent = u_sent < 0.5
     step_sent = jnp.take_along_axis(sent, clause, axis=1)
     forced = _ints(u_force, last + 1, T)

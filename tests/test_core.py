@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.test_util import check_grads
+from readme_cell import readme_cell
 
 import gradpaths as gp
-from readme_cell import readme_cell
 
 T, H, I, B = 6, 4, 3, 2
 # Every registered cell, a few variants, a stack of mixed cells, and the cell the README defines.
