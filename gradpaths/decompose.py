@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from gradpaths import engine
+from gradpaths._checks import check_int as _check_int
 from gradpaths.unroll import (
     Forward,
     check_cell_members,
@@ -75,13 +76,6 @@ class Decomposition(NamedTuple):
     by_distance_hops: Any = None
     loss: jax.Array | None = None
     finite: jax.Array | None = None
-
-
-def _check_int(name: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int >= {low}, got {type(value).__name__} {value!r}")
-    if value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value}")
 
 
 def _check_options(max_hops: Any, parts: Any, max_distance: Any) -> tuple[str, ...]:

@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import optax
 
 from gradpaths import cells, tasks
+from gradpaths._checks import check_int as _check_int
 from gradpaths.decompose import decompose
 from gradpaths.unroll import unroll
 
@@ -112,13 +113,6 @@ class TrainConfig:
             raise ValueError(f"h_detach blocks a cell's hop edges, and cell={self.cell!r} has none")
         if self.dtype == "float64" and not jax.config.jax_enable_x64:
             raise ValueError("dtype='float64' needs jax_enable_x64")
-
-
-def _check_int(name: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int >= {low}, got {type(value).__name__} {value!r}")
-    if value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value}")
 
 
 def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:

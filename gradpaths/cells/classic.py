@@ -29,6 +29,7 @@ from typing import Any, ClassVar, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from gradpaths._checks import check_int as _check_int
 from gradpaths._linalg import orthogonal
 from gradpaths.cells.registry import register
 
@@ -54,13 +55,6 @@ class HState(NamedTuple):
     """State of the single-vector cells (RNN, GRU, MGU): ``h`` [..., H]."""
 
     h: jax.Array
-
-
-def _check_int(name: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int >= {low}, got {type(value).__name__} {value!r}")
-    if value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value}")
 
 
 def _recurrent_matrix(key: jax.Array, hidden: int, gates: int, init: str, scale: float, dtype) -> jax.Array:

@@ -11,22 +11,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
 
+from gradpaths._checks import check_int as _check_int
 from gradpaths.cells.classic import LSTMState
 from gradpaths.cells.registry import register
 
 Params = dict[str, jax.Array]
-
-
-def _check_int(name: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int >= {low}, got {type(value).__name__} {value!r}")
-    if value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value}")
 
 
 def _lstm_weights(key: jax.Array, input_size: int, hidden: int, forget_bias: float, dtype) -> Params:

@@ -40,6 +40,7 @@ from typing import Any, ClassVar, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from gradpaths._checks import check_int as _check_int
 from gradpaths.cells.registry import register
 
 Params = dict[str, jax.Array]
@@ -77,13 +78,6 @@ class MLSTMState(NamedTuple):
     n: jax.Array
     m: jax.Array
     h: jax.Array
-
-
-def _check_int(name: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int >= {low}, got {type(value).__name__} {value!r}")
-    if value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value}")
 
 
 def _check_heads(hidden_size: int, num_heads: int) -> None:
