@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import chex
 import jax
 import jax.numpy as jnp
 import pytest
@@ -178,3 +179,19 @@ def test_chunked_rematerialisation_gives_the_same_parts(chunk):
         assert rel(getattr(got, field), getattr(ref, field)) <= 1e-12, field
     with pytest.raises(ValueError, match="chunk"):
         gp.decompose(cell, params, xs, LOSS, chunk=0)
+
+
+class WithAndWithoutJit(chex.TestCase):
+    """The core exactness, once traced eagerly and once under jit (chex.variants)."""
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_parts_sum_to_grad(self):
+        for cell in (readme_cell(H), gp.lstm(H), gp.stack([gp.gru(H), gp.mingru(H)])):
+            params, xs = setup(cell)
+            dec = self.variant(lambda p, x, cell=cell: gp.decompose(cell, p, x, LOSS, max_hops=T))
+            d = dec(params, xs)
+            ref = grad(cell, params, xs)
+            for part in (d.by_step, d.by_distance, d.by_hops):
+                chex.assert_trees_all_close(jax.tree.map(lambda v: v.sum(0), part), ref, rtol=1e-12, atol=1e-14)
+            chex.assert_trees_all_close(d.total, ref, rtol=1e-12, atol=1e-14)
+            chex.assert_shape(jax.tree.leaves(d.by_hops), [(T + 1, *jnp.shape(p)) for p in jax.tree.leaves(params)])
