@@ -109,8 +109,12 @@ class TrainConfig:
             raise ValueError(f"clip_norm must be None or a number > 0, got {self.clip_norm!r}")
         if not isinstance(self.h_detach, (int, float)) or not 0.0 <= self.h_detach <= 1.0:
             raise ValueError(f"h_detach must be a probability in [0, 1], got {self.h_detach!r}")
-        if not make_cell(self).hop_edges and self.h_detach:
-            raise ValueError(f"h_detach blocks a cell's hop edges, and cell={self.cell!r} has none")
+        cell = make_cell(self)
+        if self.h_detach and not (cell.hop_edges and set(cell.edges) - set(cell.hop_edges)):
+            raise ValueError(
+                f"h_detach blocks a cell's hop edges (the LSTM's gates) and needs a highway beside them; "
+                f"cell={self.cell!r} has edges {cell.edges} and hop edges {cell.hop_edges}"
+            )
         if self.dtype == "float64" and not jax.config.jax_enable_x64:
             raise ValueError("dtype='float64' needs jax_enable_x64")
 
