@@ -13,6 +13,7 @@ import gradpaths as gp
 from gradpaths.check import fast_vs_generic
 
 T, H, I, B = 7, 3, 2, 2
+STRICT_PROMOTION = True  # the engine mixes no dtypes implicitly
 AFFINE = {
     "rnn": gp.rnn(H),
     "irnn": gp.irnn(H),
