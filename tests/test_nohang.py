@@ -65,9 +65,11 @@ def _run(cmd: list[str], env: dict) -> tuple[list[str], str | None]:
         except queue.Empty:
             proc.kill()
             proc.wait()
+            proc.stdout.close()
             return out, current or "(before the first cell: import or backend start)"
         if line is None:
             proc.wait()
+            proc.stdout.close()  # the reader thread has finished with it; an open pipe warns
             return out, None
         out.append(line.rstrip())
         if line.startswith("start "):
