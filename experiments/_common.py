@@ -305,6 +305,21 @@ def write_outputs(
     atomic_write(d / "summary.md", head + summary.rstrip() + "\n\n" + figs)
 
 
+def save(args: Args, name: str, outcome: Outcome, summary: str, fig, config, data, seeds=None) -> Outcome:
+    """Writes DIR/<name>/ (results.json, summary.md and the figure as ``outcome.figure``); returns outcome."""
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
+    write_outputs(args, name, config=config, data=data, outcome=outcome, summary=summary,
+                  figures={outcome.figure: fig}, seeds=seeds)  # fmt: skip
+    return outcome
+
+
+def table(header, rows) -> str:
+    """A Markdown table: the header cells, a ``|---|`` separator, then one line per row of cells."""
+    line = lambda cells: "| " + " | ".join(str(c) for c in cells) + " |"
+    return "\n".join([line(header), "|" + "---|" * len(header), *map(line, rows)])
+
+
 def cached(path: Path, compute: Callable[[], Any]) -> Any:
     """Resumable sweep point: loads ``path`` if a finished run wrote it, else computes and writes it."""
     path = Path(path)
@@ -367,6 +382,14 @@ def arm_dots(ax, j: int, values, color, interval=None) -> None:
     if v.size:
         e = interval or S.bootstrap_stat(v)
         ax.errorbar([j + 0.22], [e.value], [[e.value - e.lo], [e.hi - e.value]], fmt="s", color="k", capsize=4)
+
+
+def errorbars(ax, x, estimates, **kw) -> None:
+    """Estimates (value, lo, hi) as points at x with their intervals as error bars; kw go to ``ax.errorbar``."""
+    import numpy as np
+
+    y = np.array([e.value for e in estimates])
+    ax.errorbar(x, y, [y - [e.lo for e in estimates], [e.hi for e in estimates] - y], **kw)
 
 
 def fmt(x: float, digits: int = 3) -> str:

@@ -163,13 +163,7 @@ def brief(e) -> str:
     return f"{C.fmt(e.value if isinstance(e, S.Estimate) else e.estimate)} [{C.fmt(lo)}, {C.fmt(hi)}]"
 
 
-def save(args: C.Args, name: str, outcome: C.Outcome, summary: str, fig, config, data, seeds=None) -> C.Outcome:
-    """Writes DIR/<name>/ (results.json, summary.md and the figure as ``outcome.figure``); returns outcome."""
-    if fig.get_layout_engine() is None:
-        fig.tight_layout()
-    C.write_outputs(args, name, config=config, data=data, outcome=outcome, summary=summary,
-                    figures={outcome.figure: fig}, seeds=seeds)  # fmt: skip
-    return outcome
+save = C.save  # the at-init experiments' name for it
 
 
 def fit_decay(norms, **kw):

@@ -36,7 +36,8 @@ CLAIM, NAME = "C8", "c8_lag"
 TITLE = "C8: success rate against lag T for rnn, lstm and gru on adding and copy"
 SUCCESS = 0.5
 CELLS = ("rnn", "lstm", "gru")
-ARJOVSKY = {"T": (100, 200), "H": {"rnn": 80, "lstm": 40}, "lr": 1e-3, "batch": 20}
+ARJOVSKY_T, ARJOVSKY_H = (100, 200), {"rnn": 80, "lstm": 40}
+ARJOVSKY = {"batch_size": 20, "optimizer": "rmsprop", "lr": 1e-3, "clip_norm": None, "segment": 500}
 
 
 def sizes(args: C.Args) -> dict:
@@ -54,16 +55,8 @@ def sizes(args: C.Args) -> dict:
 
 def config(args: C.Args, sz: dict, task: str, T: int, cell: str):
     """The shared recipe (c9_irnn asks for the same adding points and so reuses them)."""
-    return TR.config(
-        args,
-        task=task,
-        T=T,
-        cell=cell,
-        hidden_size=sz["H"][task],
-        batch_size=sz["batch"][task],
-        steps=sz["steps"][task],
-        segment=sz["segment"],
-    )
+    per_task = {"hidden_size": sz["H"][task], "batch_size": sz["batch"][task], "steps": sz["steps"][task]}
+    return TR.config(args, task=task, T=T, cell=cell, segment=sz["segment"], **per_task)
 
 
 def lag_decision(succ: dict[str, np.ndarray]) -> tuple[str, dict[str, S.Decision]]:
@@ -105,12 +98,10 @@ def run(args: C.Args) -> C.Outcome:
     succ = {t: {T: {c: TR.solved(r, SUCCESS) for c, r in g.items()} for T, g in by.items()} for t, by in ratios.items()}
     v, per_task = verdict(succ)
     why = {t: lag_decision(succ[t][max(succ[t])])[1] for t in succ}
+    tally = lambda s, c: f"{int(s[c].sum())}/{n} {S.rate(s[c]).ci()}"
     parts = [
         f"{t} ({per_task[t]}) "
-        + "; ".join(
-            f"T={T}: " + ", ".join(f"{c} {int(s[c].sum())}/{n} {S.rate(s[c]).ci()}" for c in CELLS)
-            for T, s in succ[t].items()
-        )
+        + "; ".join(f"T={T}: " + ", ".join(f"{c} {tally(s, c)}" for c in CELLS) for T, s in succ[t].items())
         for t in succ
     ]
     incon = [f"{t}: {d.reason}" for t in succ for d in why[t].values() if d.verdict == S.INCONCLUSIVE]
@@ -118,32 +109,24 @@ def run(args: C.Args) -> C.Outcome:
     headline += f"; {incon[0]}" if incon and v == S.INCONCLUSIVE else ""
     reps = (_adding_row(args, sz, ratios), *_arjovsky_rows(args, sz), _longlag_row(args, sz))
     rows = [
-        f"| {t} | {T} | "
-        + " | ".join(f"{int(s[c].sum())}/{n} {S.rate(s[c]).ci()}" for c in CELLS)
-        + " | "
-        + "; ".join(lag_decision(s)[1][c].text() for c in ("lstm", "gru"))
-        + " |"
+        [t, T, *(tally(s, c) for c in CELLS), "; ".join(lag_decision(s)[1][c].text() for c in ("lstm", "gru"))]
         for t in succ
         for T, s in succ[t].items()
     ]
+    header = ["task", "T", *(f"{c} success [Wilson 95%]" for c in CELLS), "rate(c) − rate(rnn)"]
     summary = (
         f"H {sz['H']}, batch {sz['batch']}, Adam lr 1e-2, clip 1, float32, {n} seeds per point, steps "
         f"{sz['steps']}. Success: final loss / Task.baseline < {SUCCESS}. Per task: {per_task}.\n\n"
-        "| task | T | " + " | ".join(f"{c} success [Wilson 95%]" for c in CELLS) + " | rate(c) − rate(rnn) |\n"
-        "|---|---|---|---|---|---|\n" + "\n".join(rows)
+        + C.table(header, rows)
     )
     outcome = C.Outcome(CLAIM, NAME, v, headline, "c8_lag.png", reps)
-    C.write_outputs(
-        args,
-        NAME,
-        config=sz,
-        outcome=outcome,
-        summary=summary,
-        seeds=n,
-        data={"final_ratio": ratios, "success": succ, "per_task": per_task},
-        figures={"c8_lag.png": _figure(recs, succ, n)},
-    )
-    return outcome
+    data = {"final_ratio": ratios, "success": succ, "per_task": per_task}
+    return C.save(args, NAME, outcome, summary, _figure(recs, succ, n), sz, data, n)
+
+
+def _gap(r: dict) -> S.Decision:
+    """decide(median final loss/baseline of the rnn − of the lstm), a diverged seed counted as 10."""
+    return S.decide(S.bootstrap_diff(S.worst_fill(r["rnn"], 10), S.worst_fill(r["lstm"], 10)))
 
 
 def _adding_row(args, sz, ratios) -> C.Reproduction:
@@ -153,60 +136,32 @@ def _adding_row(args, sz, ratios) -> C.Reproduction:
     if not long:
         return C.Reproduction(src, "T ≥ 100", exp, f"ran T={sz['T']['adding']} only", C.NOT_RUN)
     T = max(long)
-    d = S.decide(
-        S.bootstrap_diff(S.worst_fill(ratios["adding"][T]["rnn"], 10), S.worst_fill(ratios["adding"][T]["lstm"], 10))
-    )
-    measured = f"final loss/baseline rnn − lstm: {d.text()}"
-    agrees = S.agrees(d)
-    return C.Reproduction(
-        src, f"T={T}, H={sz['H']['adding']}, {sz['steps']['adding']} Adam steps", exp, measured, agrees
-    )
+    d = _gap(ratios["adding"][T])
+    setting = f"T={T}, H={sz['H']['adding']}, {sz['steps']['adding']} Adam steps"
+    return C.Reproduction(src, setting, exp, f"final loss/baseline rnn − lstm: {d.text()}", S.agrees(d))
 
 
 def _arjovsky_rows(args, sz) -> list[C.Reproduction]:
-    src = "Arjovsky et al. 2016 (copy)"
-    exp = "LSTM below 10 ln 8/(T+20); tanh RNN stays at it"
+    src, exp = "Arjovsky et al. 2016 (copy)", "LSTM below 10 ln 8/(T+20); tanh RNN stays at it"
     setting = lambda T: f"T={T}, RNN 80 / LSTM 40 hidden, RMSProp 1e-3, batch 20"
     if not sz["arjovsky_steps"]:
-        return [C.Reproduction(src, setting(T), exp, "—", C.NOT_RUN) for T in ARJOVSKY["T"]]
+        return [C.Reproduction(src, setting(T), exp, "—", C.NOT_RUN) for T in ARJOVSKY_T]
+    cfg = lambda T, c: TR.config(
+        args, task="copy", T=T, cell=c, hidden_size=ARJOVSKY_H[c], steps=sz["arjovsky_steps"], **ARJOVSKY
+    )
     rows = []
-    for T in ARJOVSKY["T"]:
-        r = {
-            c: TR.final_ratio(
-                TR.train(
-                    args,
-                    TR.config(
-                        args,
-                        task="copy",
-                        T=T,
-                        cell=c,
-                        hidden_size=h,
-                        batch_size=ARJOVSKY["batch"],
-                        optimizer="rmsprop",
-                        lr=ARJOVSKY["lr"],
-                        clip_norm=None,
-                        steps=sz["arjovsky_steps"],
-                        segment=500,
-                    ),
-                    sz["seeds"],
-                )
-            )
-            for c, h in ARJOVSKY["H"].items()
-        }
-        d = S.decide(S.bootstrap_diff(S.worst_fill(r["rnn"], 10), S.worst_fill(r["lstm"], 10)))
-        below = S.bootstrap_stat(S.worst_fill(r["lstm"], 10))
+    for T in ARJOVSKY_T:
+        r = {c: TR.final_ratio(TR.train(args, cfg(T, c), sz["seeds"])) for c in ARJOVSKY_H}
+        d, below = _gap(r), S.bootstrap_stat(S.worst_fill(r["lstm"], 10))
         agrees = True if d.verdict == S.SUPPORTED and below.hi < 1 else (False if below.lo >= 1 else None)
-        rows.append(
-            C.Reproduction(src, setting(T), exp, f"LSTM final/baseline {below.text()}; rnn − lstm {d.text()}", agrees)
-        )
+        measured = f"LSTM final/baseline {below.text()}; rnn − lstm {d.text()}"
+        rows.append(C.Reproduction(src, setting(T), exp, measured, agrees))
     return rows
 
 
 def _longlag_row(args, sz) -> C.Reproduction:
-    src, exp = (
-        "Hochreiter and Schmidhuber 1997 (noise-free long lag, p = 100)",
-        "LSTM solves it in every trial; BPTT in none",
-    )
+    src = "Hochreiter and Schmidhuber 1997 (noise-free long lag, p = 100)"
+    exp = "LSTM solves it in every trial; BPTT in none"
     setting = "p = 100, LSTM without forget gate against tanh RNN, H=32, Adam 1e-2, clip 1"
     if args.scale != "full":
         return C.Reproduction(src, setting, exp, "—", C.NOT_RUN)
@@ -222,33 +177,21 @@ def _figure(recs, succ, n):
 
     fig, axes = plt.subplots(2, len(recs), figsize=(5.5 * len(recs), 7.5), squeeze=False)
     colors = {"rnn": "C3", "lstm": "C0", "gru": "C2"}
-    for j, (t, by) in enumerate(recs.items()):
-        lags = list(by)
+    for (t, by), top, bottom in zip(recs.items(), axes[0], axes[1]):
+        lags, T = list(by), list(by)[-1]
         for k, c in enumerate(CELLS):
-            e = [S.rate(succ[t][T][c]) for T in lags]
-            x = np.arange(len(lags)) + (k - 1) * 0.08
-            y = np.array([x_.value for x_ in e])
-            axes[0, j].errorbar(
-                x, y, [y - [x_.lo for x_ in e], [x_.hi for x_ in e] - y], fmt="o-", color=colors[c], capsize=4, label=c
-            )
-        axes[0, j].set_xticks(range(len(lags)), [f"T={T}" for T in lags])
-        axes[0, j].set_xlim(-0.5, len(lags) - 0.5)
-        axes[0, j].set_ylim(-0.05, 1.05)
-        axes[0, j].set_ylabel(f"success rate, Wilson 95% ({n} seeds)")
-        axes[0, j].set_title(f"{t}: final loss < {SUCCESS}×baseline")
-        axes[0, j].legend(fontsize=8)
-        T = lags[-1]
-        for c in CELLS:
-            rec = by[T][c]
-            C.band(axes[1, j], rec["steps"], TR.arm(rec) / rec["baseline"], colors[c], c)
-        axes[1, j].axhline(1.0, color="k", ls="--", lw=0.8, label="no-memory baseline")
-        axes[1, j].axhline(SUCCESS, color="k", ls=":", lw=0.8, label="success")
-        axes[1, j].set_yscale("log")
-        axes[1, j].set_xlabel("training step")
-        axes[1, j].set_ylabel("loss / baseline (median, 95% CI)")
-        axes[1, j].set_title(f"{t}, T={T}")
-        axes[1, j].legend(fontsize=7)
-    fig.tight_layout()
+            e = [S.rate(succ[t][T_][c]) for T_ in lags]
+            C.errorbars(top, np.arange(len(lags)) + (k - 1) * 0.08, e, fmt="o-", color=colors[c], capsize=4, label=c)
+            C.band(bottom, by[T][c]["steps"], TR.arm(by[T][c]) / by[T][c]["baseline"], colors[c], c)
+        top.set_xticks(range(len(lags)), [f"T={T_}" for T_ in lags])
+        top.set(xlim=(-0.5, len(lags) - 0.5), ylim=(-0.05, 1.05), ylabel=f"success rate, Wilson 95% ({n} seeds)")
+        top.set_title(f"{t}: final loss < {SUCCESS}×baseline")
+        top.legend(fontsize=8)
+        bottom.axhline(1.0, color="k", ls="--", lw=0.8, label="no-memory baseline")
+        bottom.axhline(SUCCESS, color="k", ls=":", lw=0.8, label="success")
+        bottom.set(yscale="log", xlabel="training step", ylabel="loss / baseline (median, 95% CI)")
+        bottom.set_title(f"{t}, T={T}")
+        bottom.legend(fontsize=7)
     return fig
 
 
