@@ -173,3 +173,14 @@ def start_from_bias(trainer: gt.Trainer):
         return state._replace(params={**state.params, "cell": {**state.params["cell"], "b": b}})
 
     return init
+
+
+def scale_recurrent(trainer: gt.Trainer):
+    """``init(key, g)``: ``trainer.init(key)`` with W_h multiplied by g (W_h = g·W_h(g=1) for "gaussian")."""
+
+    def init(key, g):
+        s = trainer.init(key)
+        cell = s.params["cell"]
+        return s._replace(params={**s.params, "cell": {**cell, "W_h": cell["W_h"] * g.astype(cell["W_h"].dtype)}})
+
+    return init

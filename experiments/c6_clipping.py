@@ -52,17 +52,6 @@ def sizes(args: C.Args) -> dict:
     }
 
 
-def scaled_init(trainer):
-    """init(key, g): the trainer's init with W_h multiplied by g (W_h = g·W_h(g=1) for "gaussian")."""
-
-    def init(key, g):
-        s = trainer.init(key)
-        cell = s.params["cell"]
-        return s._replace(params={**s.params, "cell": {**cell, "W_h": cell["W_h"] * g.astype(cell["W_h"].dtype)}})
-
-    return init
-
-
 def diverged(record: dict, arm: str) -> np.ndarray:
     """Per seed: non-finite at some step, or final loss > BLOWUP × baseline."""
     r = TR.final_ratio(record, arm)
@@ -123,7 +112,7 @@ def run(args: C.Args) -> C.Outcome:
             ),
             sz["seeds"],
             arms=arms,
-            init=scaled_init,
+            init=TR.scale_recurrent,
             per_run=(g_R,),
         )
         for c in sz["cells"]
@@ -143,18 +132,17 @@ def run(args: C.Args) -> C.Outcome:
         + f" — clipping lowers it: {parts['clipping'].text()}; LSTM less than RNN: {parts['lstm'].text()}"
         + (f"; explodes at init (c6_explosion): {init}" if init else "")
     )
-    rows = "\n".join(
-        f"| {c} | {lab} | {a} | {rate[(c, lab)][j].text(2)} | "
-        f"{C.fmt(TR.median_ratio(TR.final_ratio(recs[(c, lab)], a)))} |"
+    rows = [
+        [c, lab, a, rate[(c, lab)][j].text(2), C.fmt(TR.median_ratio(TR.final_ratio(recs[(c, lab)], a)))]
         for c, lab in recs
         for j, a in enumerate(arms)
-    )
+    ]
     summary = (
         f"Adding T={sz['T']}, H={sz['H']}, batch {sz['batch']}, SGD lr 0.1, {sz['steps']} steps, {n} seeds per "
         f"(cell, clipping, g); W_h ~ N(0, g²/H). Diverged: non-finite, or final loss > {BLOWUP:g}× baseline.\n\n"
         + "\n".join(f"- {k}: {d.text()}" for k, d in parts.items())
-        + "\n\n| cell | clipping | g | divergence rate [Wilson 95%] | median final r |\n|---|---|---|---|---|\n"
-        + rows
+        + "\n\n"
+        + C.table(["cell", "clipping", "g", "divergence rate [Wilson 95%]", "median final r"], rows)
     )
     reps = (
         C.Reproduction(
@@ -166,21 +154,12 @@ def run(args: C.Args) -> C.Outcome:
         ),
     )
     outcome = C.Outcome(CLAIM, NAME, v, headline, "c6_clipping.png", reps)
-    C.write_outputs(
-        args,
-        NAME,
-        config=sz,
-        outcome=outcome,
-        summary=summary,
-        seeds=n,
-        data={
-            "diverged": {f"{c}|{lab}": d for (c, lab), d in per_g.items()},
-            "decisions": {k: d._asdict() for k, d in parts.items()},
-            "at_init": init,
-        },
-        figures={"c6_clipping.png": _figure(sz, rate, init, v)},
-    )
-    return outcome
+    data = {
+        "diverged": {f"{c}|{lab}": d for (c, lab), d in per_g.items()},
+        "decisions": {k: d._asdict() for k, d in parts.items()},
+        "at_init": init,
+    }
+    return C.save(args, NAME, outcome, summary, _figure(sz, rate, init, v), sz, data, n)
 
 
 def _figure(sz, rate, init, v):
@@ -190,19 +169,8 @@ def _figure(sz, rate, init, v):
     fig, ax = plt.subplots(figsize=(7, 4.2))
     colors = {"rnn": "C3", "lstm": "C0"}
     for i, (c, lab) in enumerate(rate):
-        e = rate[(c, lab)]
-        y = np.array([x.value for x in e])
-        err = [y - [x.lo for x in e], [x.hi for x in e] - y]
-        ax.errorbar(
-            g + (i - 1.5) * 0.04,
-            y,
-            err,
-            color=colors[c],
-            ls="-" if lab == "no clipping" else "--",
-            marker="o",
-            capsize=4,
-            label=f"{c}, {lab}",
-        )
+        style = {"color": colors[c], "ls": "-" if lab == "no clipping" else "--", "marker": "o", "capsize": 4}
+        C.errorbars(ax, g + (i - 1.5) * 0.04, rate[(c, lab)], label=f"{c}, {lab}", **style)
         if init and c in init and lab == "no clipping":
             ax.plot(g, init[c], color=colors[c], ls=":", marker="x", label=f"{c}: explodes at init")
     ax.set_ylim(-0.05, 1.05)
@@ -211,7 +179,6 @@ def _figure(sz, rate, init, v):
     ax.set_ylabel("divergence rate (Wilson 95%)")
     ax.legend(fontsize=7)
     ax.set_title(f"C6 training: {v} ({sz['seeds']} seeds per point)")
-    fig.tight_layout()
     return fig
 
 
