@@ -49,20 +49,14 @@ def sizes(args: C.Args) -> dict:
     return {"T": n_t, "H": n_h, "B": n_b, "steps": steps, "segment": seg, "seeds": args.n_seeds(2, 8, 16)}
 
 
+def model(sz: dict) -> dict:
+    """The network every arm trains and the variance measures: an LSTM with Gaussian W_h on copy."""
+    return {"task": "copy", "T": sz["T"], "cell": "lstm", "hidden_size": sz["H"], "recurrent_init": "gaussian"}
+
+
 def sweep(args: C.Args, sz: dict, ps=PS, **change) -> dict:
-    cfg = TR.config(
-        args,
-        task="copy",
-        T=sz["T"],
-        cell="lstm",
-        hidden_size=sz["H"],
-        recurrent_init="gaussian",
-        batch_size=sz["B"],
-        steps=sz["steps"],
-        segment=sz["segment"],
-        h_detach=max(ps),
-        **change,
-    )
+    schedule = {"batch_size": sz["B"], "steps": sz["steps"], "segment": sz["segment"], "h_detach": max(ps)}
+    cfg = TR.config(args, **model(sz), **schedule, **change)
     with_p = lambda trainer: lambda key, p: trainer.init(key)._replace(h_detach=p)
     p_R = jnp.repeat(jnp.asarray(ps, jnp.result_type(float)), sz["seeds"])
     return TR.train(
@@ -109,8 +103,7 @@ def estimator_stats(cell, params, xs, loss, ps, key, n_masks=N_MASKS) -> dict:
 
 def variance(args: C.Args, sz: dict, rec: dict) -> dict:
     """estimator_stats at init and after training (p = 0 arm, seed 0), in float64, on one batch."""
-    cfg = TR.config(args, task="copy", T=sz["T"], cell="lstm", hidden_size=sz["H"], recurrent_init="gaussian")
-    trainer = TR.gt.make_trainer(cfg)
+    trainer = TR.gt.make_trainer(TR.config(args, **model(sz)))
     task = tasks.make("copy", sz["T"])
     batch = task.sample(jax.random.key(99), 16)
     xs = batch.inputs.astype(jnp.float64)
@@ -141,13 +134,13 @@ def run(args: C.Args) -> C.Outcome:
         + "; ".join(f"{k} {d.text()}" for k, d in zip(names[1:], ds))
         + (f" | estimator tr Cov/‖E‖² at init: {vtxt('init')}; trained: {vtxt('trained')}" if var else "")
     )
-    rows = "\n".join(
-        f"| {w} | {k} | {var[w][k]['rel_var']:.3g} | {var[w][k]['cos_E_G']:.4f} | {var[w][k]['norm_E_over_G']:.3g} | "
-        f"{var[w][k]['mean_error']:.2g} |"
+    rows = [
+        [w, k, f"{e['rel_var']:.3g}", f"{e['cos_E_G']:.4f}", f"{e['norm_E_over_G']:.3g}", f"{e['mean_error']:.2g}"]
         for w in var
-        for k in var[w]
+        for k, e in var[w].items()
         if k != "hop_share"
-    )
+    ]
+    header = ["weights", "p", "tr Cov(g_m)/‖E‖²", "cos(E_p, G)", "‖E_p‖/‖G‖", "‖mean of masks − E_p‖/‖E_p‖"]
     summary = (
         f"LSTM H={sz['H']} (b_f=1) on copy T={sz['T']}, batch {sz['B']}, Adam lr 1e-2, clip 1, {sz['steps']} steps, "
         f"{sz['seeds']} seeds (same seeds for every p). Decisions: "
@@ -156,9 +149,7 @@ def run(args: C.Args) -> C.Outcome:
             ""
             if not var
             else f"\n\nThe estimator on one batch of 16 (float64, {N_MASKS} masks per p):\n\n"
-            "| weights | p | tr Cov(g_m)/‖E‖² | cos(E_p, G) | ‖E_p‖/‖G‖ | ‖mean of masks − E_p‖/‖E_p‖ |\n"
-            "|---|---|---|---|---|---|\n"
-            + rows
+            + C.table(header, rows)
             + "\n\nHop-class norms ‖G^[k]‖/‖G‖, init: "
             + ", ".join(f"{x:.2g}" for x in var["init"]["hop_share"][:6])
             + "; trained: "
@@ -166,17 +157,8 @@ def run(args: C.Args) -> C.Outcome:
         )
     )
     outcome = C.Outcome(CLAIM, NAME, v, headline, "hdetach.png", tuple(_paper_row(args, T) for T in PAPER["T"]))
-    C.write_outputs(
-        args,
-        NAME,
-        config=sz,
-        outcome=outcome,
-        summary=summary,
-        seeds=sz["seeds"],
-        data={"score": score, "final_rel": final, "decisions": [d._asdict() for d in ds], "estimator": var},
-        figures={"hdetach.png": _figure(rec, score, var, sz, v)},
-    )
-    return outcome
+    data = {"score": score, "final_rel": final, "decisions": [d._asdict() for d in ds], "estimator": var}
+    return C.save(args, NAME, outcome, summary, _figure(rec, score, var, sz, v), sz, data, sz["seeds"])
 
 
 def _paper_row(args: C.Args, T: int) -> C.Reproduction:
@@ -197,23 +179,18 @@ def _figure(rec, score, var, sz, v):
     for j, k in enumerate(score):
         C.band(axes[0], rec["steps"], TR.arm(rec, k) / rec["baseline"], f"C{j}", f"h-detach {k}")
         C.arm_dots(axes[1], j, score[k], f"C{j}")
-    axes[0].set_yscale("log")
-    axes[0].set_xlabel("training step")
-    axes[0].set_ylabel("copy loss / baseline (median, 95% CI)")
+    axes[0].set(yscale="log", xlabel="training step", ylabel="copy loss / baseline (median, 95% CI)")
     axes[0].legend(fontsize=8)
     axes[1].set_xticks(range(len(score)), list(score))
     axes[1].set_ylabel("score A (seeds; median, bootstrap 95%)")
     for w, mk in (("init", "o-"), ("trained", "s--")) if var else ():
         axes[2].plot(VAR_PS, [var[w][f"p={p:g}"]["rel_var"] for p in VAR_PS], mk, label=w)
-    axes[2].set_yscale("log")
-    axes[2].set_xlabel("h-detach probability p")
-    axes[2].set_ylabel("tr Cov(g_m) / ‖E g_m‖²")
+    axes[2].set(yscale="log", xlabel="h-detach probability p", ylabel="tr Cov(g_m) / ‖E g_m‖²")
     if var:
         axes[2].legend(fontsize=8)
     else:  # --quick skips the variance measurement
         axes[2].text(0.5, 0.5, "variance not measured at this scale", ha="center", transform=axes[2].transAxes)
     fig.suptitle(f"h-detach on copy T={sz['T']}, LSTM H={sz['H']}, {sz['seeds']} seeds: {v}")
-    fig.tight_layout()
     return fig
 
 
