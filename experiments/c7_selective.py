@@ -54,19 +54,9 @@ def sizes(args: C.Args) -> dict:
 
 
 def config(sz: dict, args: C.Args) -> gt.TrainConfig:
-    return TR.config(
-        args,
-        task="selective",
-        T=sz["T"],
-        cell="lstm",
-        hidden_size=sz["H"],
-        forget_bias=1.0,
-        recurrent_init="gaussian",
-        batch_size=sz["B"],
-        steps=sz["steps"],
-        segment=sz["steps"],
-        clip_norm=None,
-    )
+    net = {"cell": "lstm", "hidden_size": sz["H"], "forget_bias": 1.0, "recurrent_init": "gaussian"}
+    schedule = {"batch_size": sz["B"], "steps": sz["steps"], "segment": sz["steps"], "clip_norm": None}
+    return TR.config(args, task="selective", T=sz["T"], **net, **schedule)
 
 
 def analyse(cell, params, task, xs, batch):
@@ -86,6 +76,7 @@ def analyse(cell, params, task, xs, batch):
     t = jnp.arange(n_t)
     p = tasks.last_but(xs)  # [N]
     f_unit = f.mean(-1)  # [N, T]
+    mean_at = lambda v, where, axis=None: jnp.sum(v * where, axis) / jnp.sum(where)
     other = (~is_but) & (t >= 1)
     sent = other & (jnp.argmax(xs, -1) != tasks.NEUTRAL)
     tau = lam0[:, :-1] / lam0[:, 1:]  # τ_t for t = 1..T-1, [N, T-1]
@@ -95,13 +86,10 @@ def analyse(cell, params, task, xs, batch):
     pick = lambda v, s: jnp.take_along_axis(v, s[:, None], 1)[:, 0]
     return {
         "accuracy": acc,
-        "f_but": jnp.sum(f_unit * is_but) / jnp.sum(is_but),
-        "f_else": jnp.sum(f_unit * other) / jnp.sum(other),
-        "f_sentiment": jnp.sum(f_unit * sent) / jnp.sum(sent),
-        "unit_drop_frac": jnp.mean(
-            (jnp.sum(f * is_but[..., None], (0, 1)) / jnp.sum(is_but))
-            < 0.5 * (jnp.sum(f * other[..., None], (0, 1)) / jnp.sum(other))
-        ),
+        "f_but": mean_at(f_unit, is_but),
+        "f_else": mean_at(f_unit, other),
+        "f_sentiment": mean_at(f_unit, sent),
+        "unit_drop_frac": jnp.mean(mean_at(f, is_but[..., None], (0, 1)) < 0.5 * mean_at(f, other[..., None], (0, 1))),
         "tau_but": jnp.median(tau_but),
         "tau_else": jnp.median(tau_else),
         "block": jnp.nanmedian(tau_but / tau_else),
@@ -149,24 +137,16 @@ def run(args: C.Args) -> C.Outcome:
     med = {k: float(np.median(m[k])) for k in keys}
     drops = np.asarray(m["f_but"]) / np.asarray(m["f_else"])
     v, halves = verdict(m["accuracy"], drops, m["block"])
-    headline = (
-        "; ".join(f"{k}: {d.text()}" for k, d in halves.items())
-        + " — "
-        + (
-            f"accuracy {C.fmt(med['accuracy'])} (T={sz['T']}); mean f at 'but' {C.fmt(med['f_but'])} vs "
-            f"{C.fmt(med['f_else'])} elsewhere (ratio {C.fmt(float(np.median(drops)))}; at sentiment words "
-            f"{C.fmt(med['f_sentiment'])}); highway transmission "
-            f"across the last 'but' / elsewhere {C.fmt(med['block'])}"
-        )
+    headline = "; ".join(f"{k}: {d.text()}" for k, d in halves.items()) + (
+        f" — accuracy {C.fmt(med['accuracy'])} (T={sz['T']}); mean f at 'but' {C.fmt(med['f_but'])} vs "
+        f"{C.fmt(med['f_else'])} elsewhere (ratio {C.fmt(float(np.median(drops)))}; at sentiment words "
+        f"{C.fmt(med['f_sentiment'])}); highway transmission across the last 'but' / elsewhere {C.fmt(med['block'])}"
     )
-    rows = "\n".join(
-        f"| {s} | {C.fmt(float(m['accuracy'][s]))} | {C.fmt(float(m['f_but'][s]))} | "
-        f"{C.fmt(float(m['f_else'][s]))} | {C.fmt(float(m['f_sentiment'][s]))} | {C.fmt(float(drops[s]))} | "
-        f"{C.fmt(float(m['unit_drop_frac'][s]))} | "
-        f"{C.fmt(float(m['tau_but'][s]))} | {C.fmt(float(m['tau_else'][s]))} | {C.fmt(float(m['block'][s]))} | "
-        f"{C.fmt(float(m['total_ratio'][s]))} |"
-        for s in range(sz["seeds"])
-    )
+    cols = [*(m[k] for k in ("accuracy", "f_but", "f_else", "f_sentiment")), drops]
+    cols += [m[k] for k in ("unit_drop_frac", "tau_but", "tau_else", "block", "total_ratio")]
+    rows = [[s, *(C.fmt(float(c[s])) for c in cols)] for s in range(sz["seeds"])]
+    header = ["seed", "accuracy", "f̄_but", "f̄_else", "f̄ at sentiment words", "drop", "units with f_but < f_else/2"]
+    header += ["τ_but", "τ_else", "block", "total ratio"]
     summary = (
         f"LSTM H={sz['H']} (b_f=1) trained {sz['steps']} Adam steps (lr {sz['lr']}, batch {sz['B']}) on the "
         f"selective task T={sz['T']}; measured on {sz['N']} fresh sequences per seed. drop = f̄_but/f̄_else; "
@@ -175,22 +155,12 @@ def run(args: C.Args) -> C.Outcome:
         f"classes. Solved: median accuracy ≥ {SOLVED_ACC}; each half against {CUT}.\n\n"
         + "\n".join(f"- {k}: {d.text()}" for k, d in halves.items())
         + "\n\n"
-        "| seed | accuracy | f̄_but | f̄_else | f̄ at sentiment words | drop | units with f_but < f_else/2 | "
-        "τ_but | τ_else | block | total ratio |\n|---|---|---|---|---|---|---|---|---|---|---|\n" + rows
+        + C.table(header, rows)
     )
     outcome = C.Outcome(CLAIM, NAME, v, headline, "c7_selective.png")
-    C.write_outputs(
-        args,
-        NAME,
-        config=sz,
-        data={k: m[k] for k in m if not k.endswith("_example")}
-        | {"median": med, "drop": drops, "decisions": {k: d._asdict() for k, d in halves.items()}},
-        outcome=outcome,
-        summary=summary,
-        figures={"c7_selective.png": _figure(m, sz, v)},
-        seeds=sz["seeds"],
-    )
-    return outcome
+    data = {k: m[k] for k in m if not k.endswith("_example")}
+    data |= {"median": med, "drop": drops, "decisions": {k: d._asdict() for k, d in halves.items()}}
+    return C.save(args, NAME, outcome, summary, _figure(m, sz, v), sz, data, sz["seeds"])
 
 
 def _figure(m, sz, v):
@@ -209,8 +179,7 @@ def _figure(m, sz, v):
             ax_.axvline(s, color="C3", ls="--", lw=1)
         ax_.set_xticks(t, [names[int(k)] for k in tok], fontsize=7, rotation=90)
         ax_.set_xlabel("token (one example; 'but' marked red)")
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("forget gate f_t (each unit thin, mean bold)")
+    ax.set(ylim=(0, 1), ylabel="forget gate f_t (each unit thin, mean bold)")
     ax.legend(fontsize=8)
     lam0, lam = np.asarray(m["lam0_example"][0]), np.asarray(m["lam_all_example"][0])
     axes[1].semilogy(t, np.where(lam0 > 0, lam0, np.nan), "o-", label="0-hop (highway) ‖∂L/∂c_s‖")
@@ -222,7 +191,6 @@ def _figure(m, sz, v):
         f"{C.fmt(float(np.median(m['f_sentiment'])))}, elsewhere {C.fmt(float(np.median(m['f_else'])))}; highway "
         f"transmission at 'but' / elsewhere {C.fmt(float(np.median(m['block'])))} (example: seed 0)"
     )
-    fig.tight_layout()
     return fig
 
 
