@@ -32,6 +32,38 @@ prefix applied to z_0 (folded into b_1: b_1 ← a_1 · z_0 + b_1).
 and ``step(params, e, x) == finish(params, mul(a, e) + b, x)``. Subclassing
 ``gradpaths.cells.gated_linear.LinearRecurrence`` gives that ``step`` and the
 elementwise ``mul``: a new cell writes ``coefficients`` and ``finish`` only.
+
+**Stabilised cells** (optional members on top; xLSTM's mLSTM). The carried part holds a
+stabiliser m beside the linear memory, and the coefficients depend on it:
+
+.. math::
+
+    m_t = \\max(p_t + m_{t-1},\\; r_t),\\qquad
+    z_t = a_t \\cdot z_{t-1} + b_t,\\quad (a_t, b_t) = \\mathrm{coefficients}_θ(x_t, μ_t),
+    \\quad μ_t = (m_{t-1}, m_t).
+
+m is not linear, but it is linear in the max-plus (tropical) semiring: the maps
+m ↦ max(m + p, r) compose associatively,
+
+.. math::
+
+    (p_2, r_2) ∘ (p_1, r_1) = (p_1 + p_2,\\; \\max(r_1 + p_2,\\, r_2)),
+
+so one associative scan (``max_plus_scan``; p_t = −∞ restarts m_t at r_t) gives every
+m_t from m_0, and then the coefficients are known and a second scan gives z_t. Members:
+
+``stabiliser(params, z0, xs) -> μ``
+    for ONE sequence xs [T, I] from z0 = ``read(s_0)``: a pytree μ with leading axis [T],
+    whose slice μ_t ``coefficients(params, x, μ_t)`` takes (the mLSTM's (m_{t-1}, m_t)).
+``jacobian(params, e, x) -> J``
+    ∂z_t/∂e_t = ∂read(step(params, e, x))/∂e at the actual e_t, as a coefficient ``mul``
+    acts on (``mul(J, z)``) and composes (``mul(J2, J1)``). The reverse pass needs it:
+    for a linear cell it is a_t (the default when ``jacobian`` is absent), but m_{t-1} also
+    reaches z_t through the max and through (a_t, b_t), so a stabilised cell's Jacobian is
+    not a_t and the cell must give it.
+
+and, along any sequence, ``read(step(params, e_t, x_t)) == mul(a_t, e_t) + b_t`` with
+(a_t, b_t) = ``coefficients(params, x_t, μ_t)``.
 """
 
 from __future__ import annotations
@@ -53,6 +85,53 @@ def check_parallel(cell: Any) -> None:
             f"{type(cell).__name__} has no parallel form: it lacks {missing} (the parallel protocol is "
             f"coefficients(params, x) -> (a, b), mul(a, z) and finish(params, z, x); see gradpaths.parallel)"
         )
+    if _stabilised(cell) and not callable(getattr(cell, "jacobian", None)):
+        raise TypeError(
+            f"{type(cell).__name__} has a stabiliser but no jacobian(params, e, x): its highway Jacobian is "
+            f"not the coefficient a_t, so the reverse pass needs it (see gradpaths.parallel)"
+        )
+
+
+def _stabilised(cell: Any) -> bool:
+    return callable(getattr(cell, "stabiliser", None))
+
+
+def max_plus_scan(p: jax.Array, r: jax.Array, m0: jax.Array) -> jax.Array:
+    """m_t = max(p_t + m_{t-1}, r_t) for t = 1..T from m_0, by one associative scan.
+
+    The maps m ↦ max(m + p, r) compose as (p_2, r_2) ∘ (p_1, r_1) = (p_1 + p_2,
+    max(r_1 + p_2, r_2)); m_0 is folded into the first map (r_1 ← max(p_1 + m_0, r_1)).
+    p_t = −∞ restarts the recurrence: m_t = r_t.
+
+    Args:
+      p, r: [T, ...], the max-plus coefficients of each step (p may hold −∞).
+      m0: [...], the initial value (may be −∞).
+
+    Returns:
+      m [T, ...].
+    """
+    r = r.at[0].set(jnp.maximum(p[0] + m0, r[0]))
+
+    def combine(e1, e2):
+        (p1, r1), (p2, r2) = e1, e2
+        return p1 + p2, jnp.maximum(r1 + p2, r2)
+
+    return jax.lax.associative_scan(combine, (p, r))[1]
+
+
+def _coefficients_T(cell: Any, params: Any, x_TI: jax.Array, z0: Any) -> tuple[Any, Any]:
+    """(a, b) of every step of one sequence x_TI [T, I]; a stabilised cell scans μ first."""
+    if _stabilised(cell):
+        mu = cell.stabiliser(params, z0, x_TI)
+        return jax.vmap(cell.coefficients, (None, 0, 0))(params, x_TI, mu)
+    return jax.vmap(cell.coefficients, (None, 0))(params, x_TI)
+
+
+def _jacobian(cell: Any, params: Any, e: Any, x: jax.Array) -> Any:
+    """∂z_t/∂e_t for one step: ``cell.jacobian``, or a_t for a linear cell."""
+    if callable(getattr(cell, "jacobian", None)):
+        return cell.jacobian(params, e, x)
+    return cell.coefficients(params, x)[0]
 
 
 def _check_xs(xs: Any) -> tuple[int, tuple[int, ...], int]:
@@ -94,9 +173,10 @@ def _combine(cell: Any):
 
 def _states_one(cell: Any, params: Any, x_TI: jax.Array, s0: Any) -> Any:
     """States [T, ...] of one sequence x_TI [T, I] from s0."""
-    a, b = jax.vmap(cell.coefficients, (None, 0))(params, x_TI)
+    z0 = cell.read(s0)
+    a, b = _coefficients_T(cell, params, x_TI, z0)
     first = lambda t: jax.tree.map(lambda v: v[0], t)
-    b1 = jax.tree.map(jnp.add, cell.mul(first(a), cell.read(s0)), first(b))
+    b1 = jax.tree.map(jnp.add, cell.mul(first(a), z0), first(b))
     b = jax.tree.map(lambda v, v1: v.at[0].set(v1), b, b1)
     _, z = jax.lax.associative_scan(_combine(cell), (a, b))
     return jax.vmap(cell.finish, (None, 0, 0))(params, z, x_TI)
@@ -106,7 +186,7 @@ def parallel_states(cell: Any, params: Any, xs: jax.Array, state0: Any = None) -
     """The states s_t [..., T, ...] by an associative scan; equals ``gp.unroll_states``.
 
     Args:
-      cell: a cell with the parallel protocol (``mingru``, ``minlstm``, ``lru``, ...).
+      cell: a cell with the parallel protocol (``mingru``, ``minlstm``, ``lru``, ``rglru``, ``s6``, ``mlstm``).
       params: ``cell.init(key, I)``.
       xs: inputs [T, I] or [..., T, I].
       state0: the initial state (one state, or one per batch element); zeros if None.
@@ -146,11 +226,14 @@ def parallel_unroll(cell: Any, params: Any, xs: jax.Array, state0: Any = None) -
 #     ν_t = c_t + a_{t+1}ᵀ · ν_{t+1},   c_t = ∂finish/∂zᵀ (∂h_t/∂s_t)ᵀ ∂L/∂h_t,
 #     λ_t = (∂h_t/∂s_t)ᵀ ∂L/∂h_t + readᵀ(a_{t+1}ᵀ · ν_{t+1})
 #
-# (using read(finish(z)) = z). Transposed maps compose associatively as
-# (A2, c2) ∘ (A1, c1) = (mul(A1, A2), A2ᵀ·c1 + c2), so the total is a reverse associative
-# scan. By distance: ν^(0) = c and ν^(d)_t = a_{t+1}ᵀ · ν^(d-1)_{t+1}: one elementwise shift
-# per distance, parallel over t (depth D, not T); the tail bucket d ≥ D is the reverse scan
-# driven by ν^(D). Each bucket's G_d is one VJP of the step in θ, summed over (batch, t).
+# (using read(finish(z)) = z). For a stabilised cell a_{t+1} is replaced by its Jacobian
+# J_{t+1} = ∂z_{t+1}/∂z_t (``jacobian``), which also carries m_t's paths through the max and
+# through the coefficients; everything below holds with J in place of a. Transposed maps
+# compose associatively as (A2, c2) ∘ (A1, c1) = (mul(A1, A2), A2ᵀ·c1 + c2), so the total is
+# a reverse associative scan. By distance: ν^(0) = c and ν^(d)_t = a_{t+1}ᵀ · ν^(d-1)_{t+1}:
+# one elementwise shift per distance, parallel over t (depth D, not T); the tail bucket d ≥ D
+# is the reverse scan driven by ν^(D). Each bucket's G_d is one VJP of the step in θ, summed
+# over (batch, t).
 
 
 def _bt(f):
@@ -235,9 +318,9 @@ def parallel_decompose(
     read_t = lambda nu: read_vjp(nu)[0]
     _, fin_vjp = jax.vjp(lambda z: _bt(lambda zz, xx: cell.finish(params, zz, xx))(z, x), _bt(cell.read)(states))
     (c,) = fin_vjp(lam_direct)
-    a, _ = _bt(lambda xx: cell.coefficients(params, xx))(x)
-    a_next = jax.tree.map(lambda v: jnp.concatenate([v[:, 1:], v[:, -1:]], axis=1), a)  # a_{t+1}; last unused
-    shift = lambda nu: _bt(lambda aa, vv: _mul_t(cell, aa, vv))(a_next, _shift_up(nu))  # a_{t+1}ᵀ · ν_{t+1}
+    a = _bt(lambda ee, xx: _jacobian(cell, params, ee, xx))(e, x)  # J_t = ∂z_t/∂z_{t-1} (a_t if linear)
+    a_next = jax.tree.map(lambda v: jnp.concatenate([v[:, 1:], v[:, -1:]], axis=1), a)  # J_{t+1}; last unused
+    shift = lambda nu: _bt(lambda aa, vv: _mul_t(cell, aa, vv))(a_next, _shift_up(nu))  # J_{t+1}ᵀ · ν_{t+1}
 
     _, theta_vjp = jax.vjp(lambda p: _bt(lambda ee, xx: cell.step(p, ee, xx))(e, x), params)
     grad_of = lambda lam: theta_vjp(lam)[0]

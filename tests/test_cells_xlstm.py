@@ -1,6 +1,7 @@
 """xLSTM cells (sLSTM, mLSTM) and the LSTM variants (peephole, layer norm): equations
-against plain references, the stabiliser's invariance, the highway Jacobians, defaults
-and errors. Exactness of every decomposition comes from test_core's registry tables."""
+against plain references, the stabiliser's invariance, the highway Jacobians, the mLSTM's
+parallel form (max-plus scan of the stabiliser, then the linear memory), defaults and
+errors. Exactness of every decomposition comes from test_core's registry tables."""
 
 import functools
 
@@ -11,7 +12,8 @@ import pytest
 
 import gradpaths as gp
 from gradpaths.cells import REGISTRY, layer_norm_lstm, mlstm, peephole_lstm, slstm
-from gradpaths.cells.xlstm import SLSTMState
+from gradpaths.cells.xlstm import MLSTMJacobian, SLSTMState
+from gradpaths.parallel import max_plus_scan, parallel_decompose, parallel_states, parallel_unroll
 
 T, I, B = 6, 3, 2
 F64 = jnp.float64
@@ -151,6 +153,119 @@ def test_mlstm_is_highway_only():
     d = gp.decompose(cell, p, xs, lambda hs: jnp.sum(hs**2), max_hops=2, parts=("hops",))
     for k in p:
         np.testing.assert_array_equal(d.by_hops[k][1:], 0.0)
+
+
+# --- the mLSTM's parallel form ------------------------------------------------------------------
+
+PAR_CELL = mlstm(4, num_heads=2)
+PAR_T = 8
+_states = {
+    "parallel": jax.jit(lambda p, xs, s0: parallel_states(PAR_CELL, p, xs, s0)),
+    "sequential": jax.jit(lambda p, xs, s0: gp.unroll_states(PAR_CELL, p, xs, state0=s0)),
+}
+
+
+def _rel(a, b) -> float:
+    fa, fb = (jnp.concatenate([jnp.ravel(v) for v in jax.tree.leaves(t)]) for t in (a, b))
+    return float(jnp.linalg.norm(fa - fb) / jnp.linalg.norm(fb))
+
+
+def _par_setup(dtype=F64):
+    """Random params, xs [B, T, I] and a random (non-empty) state0, one per batch element."""
+    p = jax.tree.map(lambda v: v.astype(dtype), _randomised(PAR_CELL))
+    xs = _xs((B, PAR_T, I)).astype(dtype)
+    s0 = jax.tree.map(lambda v: jax.random.normal(jax.random.key(5), v.shape, dtype), PAR_CELL.zero_state((B,), dtype))
+    return p, xs, s0
+
+
+def test_max_plus_scan_is_the_recurrence():
+    p = jnp.array([-0.5, -jnp.inf, -0.1, -2.0, -0.3], F64)[:, None] * jnp.array([1.0, 2.0], F64)
+    r = jnp.array([[0.3, -1.0], [-4.0, 2.0], [1.0, 0.0], [-3.0, 5.0], [0.2, -9.0]], F64)
+    m0 = jnp.array([[2.0, -1.0], [-jnp.inf, -jnp.inf]], F64)
+    got = jax.jit(jax.vmap(max_plus_scan, (None, None, 0)))(p, r, m0)
+    for m, got_m in zip(m0, got):
+        want = []
+        for pt, rt in zip(np.asarray(p), np.asarray(r)):
+            m = np.maximum(pt + m, rt)
+            want.append(m)
+        np.testing.assert_allclose(got_m, np.stack(want), rtol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", [F64, jnp.float32])
+def test_mlstm_parallel_equals_sequential(dtype):
+    """States and outputs from a random state0, from the zero state, and through an empty memory
+    (leading zero inputs write k = 0; a state0 with n = 0 restarts m): f64 ≤ 1e-12, f32 ≤ 1e-5."""
+    tol = 1e-12 if dtype == F64 else 1e-5
+    p, xs, s0 = _par_setup(dtype)
+    p_empty = dict(p, b=p["b"].at[: 4 * PAR_CELL.hidden_size].set(0.0))  # q, k, v of a zero input are 0
+    x_empty = xs.at[:, :3].set(0.0)
+    s_empty = s0._replace(C=jnp.zeros_like(s0.C), n=jnp.zeros_like(s0.n), m=s0.m + 5.0)
+    zero = PAR_CELL.zero_state((B,), dtype)
+    for case in [(p, xs, s0), (p, xs, zero), (p_empty, x_empty, s_empty), (p_empty, x_empty, zero)]:
+        par, seq = _states["parallel"](*case), _states["sequential"](*case)
+        assert par.h.dtype == dtype and par.h.shape == (B, PAR_T, PAR_CELL.hidden_size)
+        assert _rel(par, seq) <= tol and _rel(par.h, seq.h) <= tol
+    # the restart is real: from s_empty, m_t = log ĩ_t while the memory is empty, not log f̃_t + m_{t-1}
+    u = x_empty @ p_empty["W_x"] + p_empty["b"]
+    log_i, pre_f = jnp.split(u[..., 4 * PAR_CELL.hidden_size :], 2, axis=-1)
+    m = _states["parallel"](p_empty, x_empty, s_empty).m
+    np.testing.assert_allclose(m[:, :3], log_i[:, :3], rtol=tol)
+    assert bool(jnp.all(jax.nn.log_sigmoid(pre_f[:, 0]) + s_empty.m > log_i[:, 0]))
+
+
+def test_mlstm_parallel_decompose_equals_decompose():
+    """Every part (total, by_step, by_distance with a tail bucket, by_hops, state_grads), with a
+    random state0, equals gp.decompose's in f64 ≤ 1e-12: the reverse pass carries m's paths
+    (through the max and through f_t, i_t and the floor e^{-m}) by the step's own Jacobian."""
+    p, xs, s0 = _par_setup()
+    w = jax.random.normal(jax.random.key(4), (B, PAR_T, PAR_CELL.hidden_size), F64)
+    loss = lambda hs: (jnp.tanh(hs) * w).sum()
+    kw = dict(max_hops=1, max_distance=3)
+    par = jax.jit(lambda p, xs, s0: parallel_decompose(PAR_CELL, p, xs, loss, state0=s0, **kw))(p, xs, s0)
+    ref = jax.jit(lambda p, xs, s0: gp.decompose(PAR_CELL, p, xs, loss, state0=s0, **kw))(p, xs, s0)
+    assert bool(par.finite) and abs(float(par.loss - ref.loss)) <= 1e-12 * abs(float(ref.loss))
+    for part in ("total", "by_step", "by_distance", "by_hops", "state_grads"):
+        assert _rel(getattr(par, part), getattr(ref, part)) <= 1e-12, part
+    for part in ("by_step", "by_distance", "by_hops"):
+        assert _rel(jax.tree.map(lambda g: g.sum(0), getattr(par, part)), ref.total) <= 1e-12, part
+
+
+@jax.jit
+def _jacobian_actions(p, e_2, x_2, v):
+    """(J_t·v, the step's jvp along v) for two steps, and (J_2 J_1)·v against J_2·(J_1·v)."""
+    step = lambda e, x: PAR_CELL.read(PAR_CELL.step(p, e, x))
+    jac = jax.vmap(PAR_CELL.jacobian, (None, 0, 0))(p, e_2, x_2)
+    by_j = jax.vmap(PAR_CELL.mul, (0, None))(jac, v)
+    by_jvp = jax.vmap(lambda e, x: jax.jvp(lambda ee: step(ee, x), (e,), (v,))[1])(e_2, x_2)
+    j1, j2 = (jax.tree.map(lambda a, i=i: a[i], jac) for i in (0, 1))
+    return jac, by_j, by_jvp, PAR_CELL.mul(PAR_CELL.mul(j2, j1), v), PAR_CELL.mul(j2, PAR_CELL.mul(j1, v))
+
+
+def test_mlstm_jacobian_is_the_steps_own():
+    """J·v equals the step's forward derivative along v (m's column included), and mul composes J's in order."""
+    p, xs, s0 = _par_setup()
+    e_2 = PAR_CELL.read(jax.tree.map(lambda v: v[0, 2:4], _states["sequential"](p, xs, s0)))
+    v = jax.tree.map(lambda a: jax.random.normal(jax.random.key(6), a.shape[1:], F64), e_2)
+    jac, by_j, by_jvp, composed, twice = _jacobian_actions(p, e_2, xs[0, 3:5], v)
+    assert isinstance(jac, MLSTMJacobian) and bool(jnp.all(jnp.abs(jac.u_C).sum((-1, -2)) > 0))
+    assert _rel(by_j, by_jvp) <= 1e-14 and _rel(composed, twice) <= 1e-14
+
+
+def test_mlstm_parallel_rejects_bad_input():
+    p, xs, s0 = _par_setup()
+    with pytest.raises(ValueError, match="state0 leaf"):
+        parallel_unroll(PAR_CELL, p, xs, s0._replace(m=s0.m[:, :1]))
+    with pytest.raises(ValueError, match=r"\[T, I\]"):
+        parallel_decompose(PAR_CELL, p, xs[0, 0], jnp.sum)
+
+    class NoJacobian:  # a stabilised cell must say what its Jacobian is
+        def __getattr__(self, name):
+            if name == "jacobian":
+                raise AttributeError(name)
+            return getattr(PAR_CELL, name)
+
+    with pytest.raises(TypeError, match="no jacobian"):
+        parallel_unroll(NoJacobian(), p, xs)
 
 
 def test_defaults_just_work():

@@ -29,6 +29,10 @@ edge and not an edge of its own (as a hop it would count paths that cancel).
 The mLSTM's normaliser floor max(|n̄ᵀq|, 1) becomes max(|nᵀq|, e^{-m}); an ε added to the
 denominator (xlstm adds 1e-6) breaks the invariance slightly, so ``eps`` defaults to 0 here
 and the xlstm importer sets it.
+
+The mLSTM also has a parallel form (``gradpaths.parallel``, stabilised cells): m is a
+max-plus linear recurrence, so one associative scan gives every m_t; with m known, (C, n)
+is linear in (C, n)_{t-1} with coefficients (f_t, i_t), and a second scan gives them.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ import jax.numpy as jnp
 
 from gradpaths._checks import check_int as _check_int
 from gradpaths.cells.registry import register
+from gradpaths.parallel import max_plus_scan
 
 Params = dict[str, jax.Array]
 
@@ -80,6 +85,35 @@ class MLSTMState(NamedTuple):
     h: jax.Array
 
 
+class MLSTMJacobian(NamedTuple):
+    """∂(C, n, m)_t/∂(C, n, m)_{t-1} of one mLSTM step, per head (heads do not mix):
+
+    .. math::
+
+        J_t = \\begin{pmatrix} f_t I & 0 & u^C_t \\\\ 0 & f_t I & u^n_t \\\\ 0 & 0 & g_t \\end{pmatrix},
+        \\quad u_t = \\frac{∂(C, n)_t}{∂m_{t-1}} = f_t (C, n)_{t-1} - g_t (C, n)_t,
+        \\quad g_t = \\frac{∂m_t}{∂m_{t-1}}
+
+    ``f`` [..., NH], ``u_C`` [..., NH, Dh, Dh], ``u_n`` [..., NH, Dh], ``g`` [..., NH].
+    """
+
+    f: jax.Array
+    u_C: jax.Array
+    u_n: jax.Array
+    g: jax.Array
+
+
+class _MLSTMInputs(NamedTuple):
+    """The mLSTM's projections of x_t, per head: q, k (scaled by 1/√Dh), v, o^pre [NH, Dh]; log ĩ, f^pre [NH]."""
+
+    q: jax.Array
+    k: jax.Array
+    v: jax.Array
+    pre_o: jax.Array
+    log_i: jax.Array
+    pre_f: jax.Array
+
+
 def _check_heads(hidden_size: int, num_heads: int) -> None:
     _check_int("hidden_size", hidden_size, 1)
     _check_int("num_heads", num_heads, 1)
@@ -96,7 +130,12 @@ def stabilised_gates(log_i: jax.Array, pre_f: jax.Array, n_prev: jax.Array, m_pr
     log_f = jax.nn.log_sigmoid(pre_f)
     empty = jnp.all(n_prev == 0, axis=empty_axis)
     m = jnp.where(empty, log_i, jnp.maximum(log_f + m_prev, log_i))
-    return jnp.exp(log_i - m), jnp.exp(log_f + m_prev - m), m
+    return (*_gates_given_m(log_i, log_f, m_prev, m), m)
+
+
+def _gates_given_m(log_i, log_f, m_prev, m):
+    """(i_t, f_t) = (e^{log ĩ - m_t}, e^{log f̃ + m_{t-1} - m_t})."""
+    return jnp.exp(log_i - m), jnp.exp(log_f + m_prev - m)
 
 
 def slstm_pointwise(pre_4xH: jax.Array, mem: SLSTMMemory) -> SLSTMState:
@@ -117,18 +156,33 @@ def slstm_recurrent(R_4xNHxDhxDh: jax.Array, h: jax.Array) -> jax.Array:
     return jnp.einsum("nd,gnde->gne", h.reshape(heads, dh), R_4xNHxDhxDh).reshape(g, heads * dh)
 
 
+def _mlstm_write(i_N, k_NxD, v_NxD):
+    """What step t writes, per head: (i v kᵀ [NH, Dh, Dh], i k [NH, Dh])."""
+    return i_N[:, None, None] * v_NxD[:, :, None] * k_NxD[:, None, :], i_N[:, None] * k_NxD
+
+
+def mlstm_memory_update(k_NxD, v_NxD, log_i_N, pre_f_N, mem: MLSTMMemory) -> MLSTMMemory:
+    """C_t = f C_{t-1} + i v kᵀ, n_t = f n_{t-1} + i k per head (k already scaled by 1/√Dh), with m_t."""
+    i, f, m = stabilised_gates(log_i_N, pre_f_N, mem.n, mem.m, empty_axis=-1)
+    write_C, write_n = _mlstm_write(i, k_NxD, v_NxD)
+    return MLSTMMemory(f[:, None, None] * mem.C + write_C, f[:, None] * mem.n + write_n, m)
+
+
+def mlstm_retrieve(q_NxD, mem: MLSTMMemory, eps: float = 0.0) -> jax.Array:
+    """h̃_t = C_t q / (max(|n_tᵀ q|, e^{-m_t}) + eps) [NH, Dh]."""
+    num = jnp.einsum("nvk,nk->nv", mem.C, q_NxD)
+    den = jnp.maximum(jnp.abs(jnp.sum(mem.n * q_NxD, axis=-1)), jnp.exp(-mem.m)) + eps
+    return num / den[:, None]
+
+
 def mlstm_memory_step(q_NxD, k_NxD, v_NxD, log_i_N, pre_f_N, mem: MLSTMMemory, eps: float = 0.0):
     """One mLSTM memory update per head, and the retrieval h̃_t [NH, Dh].
 
     C_t = f C_{t-1} + i v kᵀ, n_t = f n_{t-1} + i k (k already scaled by 1/√Dh),
     h̃_t = C_t q / (max(|n_tᵀ q|, e^{-m_t}) + eps).
     """
-    i, f, m = stabilised_gates(log_i_N, pre_f_N, mem.n, mem.m, empty_axis=-1)
-    C = f[:, None, None] * mem.C + i[:, None, None] * v_NxD[:, :, None] * k_NxD[:, None, :]
-    n = f[:, None] * mem.n + i[:, None] * k_NxD
-    num = jnp.einsum("nvk,nk->nv", C, q_NxD)
-    den = jnp.maximum(jnp.abs(jnp.sum(n * q_NxD, axis=-1)), jnp.exp(-m)) + eps
-    return num / den[:, None], MLSTMMemory(C, n, m)
+    mem = mlstm_memory_update(k_NxD, v_NxD, log_i_N, pre_f_N, mem)
+    return mlstm_retrieve(q_NxD, mem, eps), mem
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,8 +265,14 @@ class MLSTM:
 
     Edge ``highway`` carries (C, n, m)_{t-1}: ∂C_t/∂C_{t-1} = f_t I, ∂n_t/∂n_{t-1} = f_t I,
     ∂m_t/∂m_{t-1} = 1[log f̃_t + m_{t-1} ≥ log ĩ_t] (per head), and ∂(C_t, n_t)/∂m_{t-1} as for
-    the sLSTM. The h_t it reaches: ∂h_t/∂C_{t-1} = f_t o ⊙ (· q)/den, plus the denominator's term.
+    the sLSTM (``MLSTMJacobian``). The h_t it reaches: ∂h_t/∂C_{t-1} = f_t o ⊙ (· q)/den, plus
+    the denominator's term.
     Parameters: W_x [I, 4H + 2NH] (blocks q, k, v, o of width H, then ĩ, f of width NH), b likewise.
+
+    Parallel form (the stabilised parallel protocol of ``gradpaths.parallel``): ``stabiliser``
+    scans m_t = max(log f̃_t + m_{t-1}, log ĩ_t) in the max-plus semiring; ``coefficients``
+    then gives (C, n)_t = f_t (C, n)_{t-1} + i_t (v kᵀ, k) with m_t carried in b;
+    ``finish`` adds h_t; ``jacobian`` gives the step's J_t for the reverse pass.
     """
 
     hidden_size: int
@@ -254,16 +314,85 @@ class MLSTM:
     def read(self, state: MLSTMState) -> dict[str, Any]:
         return {"highway": MLSTMMemory(state.C, state.n, state.m)}
 
-    def step(self, params: Params, edges: dict[str, Any], x: jax.Array) -> MLSTMState:
+    def _inputs(self, params: Params, x: jax.Array) -> _MLSTMInputs:
+        """q, k/√Dh, v, o^pre [NH, Dh] and log ĩ, f^pre [NH] from one input x [I]."""
         hid, heads, dh = self.hidden_size, self.num_heads, self.head_dim
         u = x @ params["W_x"] + params["b"]
         q, k, v, pre_o = u[: 4 * hid].reshape(4, heads, dh)
         log_i, pre_f = u[4 * hid :].reshape(2, heads)
-        h_tilde, mem = mlstm_memory_step(q, k / math.sqrt(dh), v, log_i, pre_f, edges["highway"], self.eps)
-        return MLSTMState(*mem, jax.nn.sigmoid(pre_o).reshape(hid) * h_tilde.reshape(hid))
+        return _MLSTMInputs(q, k / math.sqrt(dh), v, pre_o, log_i, pre_f)
+
+    def step(self, params: Params, edges: dict[str, Any], x: jax.Array) -> MLSTMState:
+        inp = self._inputs(params, x)
+        h_tilde, mem = mlstm_memory_step(inp.q, inp.k, inp.v, inp.log_i, inp.pre_f, edges["highway"], self.eps)
+        return MLSTMState(*mem, self._h(inp.pre_o, h_tilde))
+
+    def _h(self, pre_o: jax.Array, h_tilde: jax.Array) -> jax.Array:
+        return jax.nn.sigmoid(pre_o).reshape(self.hidden_size) * h_tilde.reshape(self.hidden_size)
 
     def output(self, state: MLSTMState) -> jax.Array:
         return state.h
+
+    # --- the parallel protocol (stabilised): see gradpaths.parallel ---------------------------
+
+    def stabiliser(self, params: Params, z0: dict[str, Any], xs: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(m_{t-1}, m_t) [T, NH] of one sequence xs [T, I] from z0 = read(s_0), by a max-plus scan.
+
+        m_t = max(p_t + m_{t-1}, log ĩ_t) with p_t = log f̃_t while the memory holds something
+        and p_t = −∞ (a restart at log ĩ_t) while it is empty (n_{t-1} = 0). n_t = f_t n_{t-1}
+        + i_t k_t with f_t, i_t > 0, so the memory is empty before step t exactly when n_0 = 0
+        and k_s = 0 for every s < t (barring an exact cancellation or underflow to 0 in n).
+        """
+        inp = jax.vmap(self._inputs, (None, 0))(params, xs)
+        mem0 = z0["highway"]
+        written = jax.lax.associative_scan(jnp.logical_or, jnp.any(inp.k != 0, axis=-1))  # k_s ≠ 0, s ≤ t
+        held = jnp.any(mem0.n != 0, axis=-1) | jnp.concatenate([jnp.zeros_like(written[:1]), written[:-1]])
+        m = max_plus_scan(jnp.where(held, jax.nn.log_sigmoid(inp.pre_f), -jnp.inf), inp.log_i, mem0.m)
+        return jnp.concatenate([mem0.m[None], m[:-1]]), m
+
+    def coefficients(self, params: Params, x: jax.Array, mu: tuple[jax.Array, jax.Array]) -> tuple[dict, dict]:
+        """a_t = (f_t, f_t, 0) on (C, n, m) and b_t = (i_t v kᵀ, i_t k, m_t), given μ_t = (m_{t-1}, m_t) [NH]."""
+        m_prev, m = mu
+        inp = self._inputs(params, x)
+        i, f = _gates_given_m(inp.log_i, jax.nn.log_sigmoid(inp.pre_f), m_prev, m)
+        write_C, write_n = _mlstm_write(i, inp.k, inp.v)
+        a = MLSTMMemory(f[:, None, None], f[:, None], jnp.zeros_like(m))
+        return {"highway": a}, {"highway": MLSTMMemory(write_C, write_n, m)}
+
+    def mul(self, a: Any, z: Any) -> Any:
+        """a · z. A coefficient a_t (a dict like z) acts elementwise. A Jacobian J = (f, u, g)
+        acts per head as J·(C, n, m) = (f C + u_C m, f n + u_n m, g m) and composes as
+        J_2 J_1 = (f_2 f_1, f_2 u_1 + g_1 u_2, g_2 g_1)."""
+        if not isinstance(a, MLSTMJacobian):
+            return jax.tree.map(jnp.multiply, a, z)
+        if isinstance(z, MLSTMJacobian):
+            return MLSTMJacobian(
+                a.f * z.f,
+                a.f[:, None, None] * z.u_C + z.g[:, None, None] * a.u_C,
+                a.f[:, None] * z.u_n + z.g[:, None] * a.u_n,
+                a.g * z.g,
+            )
+        mem = z["highway"]
+        C = a.f[:, None, None] * mem.C + a.u_C * mem.m[:, None, None]
+        return {"highway": MLSTMMemory(C, a.f[:, None] * mem.n + a.u_n * mem.m[:, None], a.g * mem.m)}
+
+    def finish(self, params: Params, z: dict[str, Any], x: jax.Array) -> MLSTMState:
+        """s_t = (C, n, m, h)_t with h_t = σ(o^pre) ⊙ C_t q / (max(|n_tᵀ q|, e^{-m_t}) + ε)."""
+        inp, mem = self._inputs(params, x), z["highway"]
+        return MLSTMState(*mem, self._h(inp.pre_o, mlstm_retrieve(inp.q, mem, self.eps)))
+
+    def jacobian(self, params: Params, edges: dict[str, Any], x: jax.Array) -> MLSTMJacobian:
+        """J_t = ∂(C, n, m)_t/∂(C, n, m)_{t-1} at e_t (``MLSTMJacobian``).
+
+        f_t is the stabilised forget gate; the m-column (u^C, u^n, g) is the step's own
+        forward-mode derivative along m_{t-1} (a tangent of ones: heads do not mix), so the
+        max's subgradient, a tie included, is exactly the one the sequential step takes.
+        """
+        inp, mem = self._inputs(params, x), edges["highway"]
+        f = stabilised_gates(inp.log_i, inp.pre_f, mem.n, mem.m, empty_axis=-1)[1]
+        update = lambda m_prev: mlstm_memory_update(inp.k, inp.v, inp.log_i, inp.pre_f, mem._replace(m=m_prev))
+        col = jax.jvp(update, (mem.m,), (jnp.ones_like(mem.m),))[1]
+        return MLSTMJacobian(f, col.C, col.n, col.m)
 
 
 @register("slstm")
