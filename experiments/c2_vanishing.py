@@ -46,6 +46,9 @@ SHORT, LONG, FIT_D = 10, 50, (5, 100)
 BOUND_RATIO, TAIL_RATE, TAIL_R2 = 0.5, -0.02, 0.8
 GAINS = (0.5, 0.9, 1.0, 1.5)
 NEAR_LINEAR = (0.5, 0.1)  # (g, input scale) for the small-g reproduction
+LEARNED = "they learned; the row counts in the verdict."
+NOT_LEARNED = "they did not learn, so this row is NOT an after-training measurement and does not count; the verdict "
+NOT_LEARNED += "is about initialisation."
 
 
 def analyse(cell, params, xs, r, t_list, burn_in):
@@ -69,10 +72,8 @@ def analyse(cell, params, xs, r, t_list, burn_in):
 
 
 def trained(args: C.Args, n_h, n_t, n_b, t_list):
-    """tanh RNNs trained on adding, then ``analyse`` on adding inputs.
-
-    Returns (outputs [seed, ...], final MSE [seed], the task baseline, (T, steps)).
-    """
+    """tanh RNNs trained on adding, then ``analyse`` on adding inputs: returns (outputs [seed, ...], final MSE
+    [seed], the task baseline, (T, steps))."""
     t_train, steps = args.pick((20, 40), (50, 600), (100, 5000))
     cfg = gt.TrainConfig(task="adding", T=t_train, cell="rnn", hidden_size=n_h, steps=steps, segment=steps)
     n_seeds = args.n_seeds(2, 4, 16)
@@ -103,52 +104,33 @@ def case(o: dict, fl: float) -> dict:
     v = S.combine_parts(parts) if r2 >= TAIL_R2 else C.NOT_SUPPORTED
     v = C.NOT_SUPPORTED if C.NOT_SUPPORTED in [p.verdict for p in parts] else v
     decay = P.ci(np.asarray(P.fit_decay(o["g_d"], d_min=FIT_D[0], d_max=FIT_D[1], floor=fl).rate))
-    return {
-        "verdict": v,
-        "ratio": ratio,
-        "tail_rate": tail_rate,
-        "tail_r2": r2,
-        "short_minus_long": gap,
-        "decay": decay,
-        "log_rho": P.ci(o["log_rho"]),
-        "lyapunov": P.ci(o["lyap"]),
-        "parts": parts,
-    }
+    measured = {"ratio": ratio, "tail_rate": tail_rate, "tail_r2": r2, "short_minus_long": gap, "decay": decay}
+    return {"verdict": v, **measured, "log_rho": P.ci(o["log_rho"]), "lyapunov": P.ci(o["lyap"]), "parts": parts}
 
 
 def run(args: C.Args) -> C.Outcome:
     n_t, n_h, n_b = args.pick((80, 16, 4), (400, 64, 4), (1000, 128, 16))
     t_list = args.pick((10, 20, 40, 80), (25, 50, 100, 200, 400), (25, 50, 100, 200, 400, 1000))
     n_seeds, n_i, dtype = args.n_seeds(3, 8, 64), 4, args.dtype
-    configs = [(g, 1.0) for g in GAINS] + [NEAR_LINEAR]
+    configs = [(g, 1.0) for g in GAINS] + [NEAR_LINEAR]  # NEAR_LINEAR last: its case is names[-1]
     cell = gp.rnn(n_h)
     data = P.draws(cell, jax.random.key(2), n_seeds, n_i, n_b, n_t, dtype)
     C.progress(f"  C2: {n_seeds} seeds x {len(configs)} configs, T={n_t}, H={n_h}, B={n_b}")
-    fn = lambda p, x, r, gs: analyse(
-        cell, {**p, "W_h": p["W_h"] * gs[0], "W_x": p["W_x"] * gs[1]}, x, r, t_list, n_t // 8
-    )
+    scaled = lambda p, gs: {**p, "W_h": p["W_h"] * gs[0], "W_x": p["W_x"] * gs[1]}
+    fn = lambda p, x, r, gs: analyse(cell, scaled(p, gs), x, r, t_list, n_t // 8)
     out = P.over_seeds_and(fn, data, jnp.asarray(configs, dtype))
-    per = {
-        f"g={g}" + ("" if s == 1.0 else f", inputs ×{s}"): jax.tree.map(lambda v, j=j: v[:, j], out)
-        for j, (g, s) in enumerate(configs)
-    }
+    names = [f"g={g}" + ("" if s == 1.0 else f", inputs ×{s}") for g, s in configs]
+    per = {k: jax.tree.map(lambda v, j=j: v[:, j], out) for j, k in enumerate(names)}
     fl = A.underflow_floor(dtype)
     note = "After training: not measured at --quick."
     if not args.quick:
         C.progress("  C2: training tanh RNNs on the adding task (the after-training row)")
         out_tr, mse, base, (t_tr, steps) = trained(args, n_h, n_t, n_b, t_list)
-        learned = S.decide(S.bootstrap_diff(np.full_like(mse, base), mse, stat="median"), what="baseline − MSE")
-        label = "trained (adding)" if learned.verdict == C.SUPPORTED else "trained, did not learn"
-        per[label] = out_tr
+        learned = S.decide(S.bootstrap_diff(np.full_like(mse, base), mse), what="baseline − MSE").verdict == C.SUPPORTED
+        per["trained (adding)" if learned else "trained, did not learn"] = out_tr
         note = (
             f"After training: {len(mse)} tanh RNNs, adding T={t_tr}, {steps} Adam steps; final MSE "
-            f"{P.ci(mse).text()} against the no-memory baseline {base:.3f} — "
-            + (
-                "they learned; the row counts in the verdict."
-                if learned.verdict == C.SUPPORTED
-                else "they did not learn, so this row is NOT an "
-                "after-training measurement and does not count; the verdict is about initialisation."
-            )
+            f"{P.ci(mse).text()} against the no-memory baseline {base:.3f} — {LEARNED if learned else NOT_LEARNED}"
         )
     rows = {k: case(o, fl) for k, o in per.items()}
     counted = [k for k in rows if "inputs" not in k and "did not learn" not in k]
@@ -159,38 +141,31 @@ def run(args: C.Args) -> C.Outcome:
         f"criterion holds at {', '.join(k for k in counted if rows[k]['verdict'] == C.SUPPORTED) or 'none'} of "
         f"{', '.join(counted)}; " + note.split(" — ")[-1].split(";")[0]
     )
-    table = "\n".join(
-        f"| {k} | {r['ratio'].text()} | {r['tail_rate'].text()} (r²={r['tail_r2']:.2f}) | "
-        f"{r['short_minus_long'].text()} | {r['decay'].text()} | {C.fmt(r['log_rho'].value)} | "
-        f"{C.fmt(r['lyapunov'].value)} | {r['verdict'] if k in counted else 'reference'} |"
+    table = [
+        [k, r["ratio"].text(), f"{r['tail_rate'].text()} (r²={r['tail_r2']:.2f})", r["short_minus_long"].text()]
+        + [r["decay"].text(), C.fmt(r["log_rho"].value), C.fmt(r["lyapunov"].value)]
+        + [r["verdict"] if k in counted else "reference"]
         for k, r in rows.items()
-    )
+    ]
+    header = ["case", f"min‖g(T)‖/‖g({t_list[0]})‖ (> {BOUND_RATIO})", f"tail-share rate (< {TAIL_RATE})"]
+    header += [f"share d≤{SHORT} − share d>{LONG} (> 0)", "decay rate of ‖G_d‖", "ln ρ(W)", "top Lyapunov", "verdict"]
     summary = (
-        f"tanh RNN, H={n_h}, T={n_t}, batch {n_b}, {n_seeds} seeds, {jnp.dtype(dtype).name}; loss r·h_{{T-1}}. "
-        "Cells: median [95% bootstrap CI] (n). " + note + "\n\n"
-        f"| case | min‖g(T)‖/‖g({t_list[0]})‖ (> {BOUND_RATIO}) | tail-share rate (< {TAIL_RATE}) | share d≤{SHORT} − "
-        f"share d>{LONG} (> 0) | decay rate of ‖G_d‖ | ln ρ(W) | top Lyapunov | verdict |\n"
-        "|---|---|---|---|---|---|---|---|\n"
-        + table
-        + "\n\nRates are nats per step. Under input drive the decay follows the top Lyapunov exponent (which "
-        "includes the tanh' < 1 factors), not ln ρ(W)."
+        f"tanh RNN, H={n_h}, T={n_t}, batch {n_b}, {n_seeds} seeds, {jnp.dtype(dtype).name}; loss r·h_{{T-1}}. Cells: "
+        f"median [95% bootstrap CI] (n). {note}\n\n{C.table(header, table)}\n\nRates are nats per step. Under input "
+        "drive the decay follows the top Lyapunov exponent (which includes the tanh' < 1 factors), not ln ρ(W)."
     )
-    lin, typ = rows[f"g={NEAR_LINEAR[0]}, inputs ×{NEAR_LINEAR[1]}"], rows[f"g={NEAR_LINEAR[0]}"]
-    reps = tuple(
-        C.Reproduction(
-            "small-g theory (CLAIMS.md [computed])",
-            f"tanh RNN, W~N(0,g²/N), g={NEAR_LINEAR[0]}, H={n_h}, inputs ×{s}",
-            "per-step decay ≈ ln ρ(W) ≈ top Lyapunov exponent ≈ -0.63 (ln 0.5 = -0.69)",
-            f"decay {C.fmt(r['decay'].value)}, ln ρ(W) {C.fmt(r['log_rho'].value)}, λ₁ {C.fmt(r['lyapunov'].value)}",
-            bool(max(abs(r["decay"].value - r["log_rho"].value), abs(r["decay"].value - r["lyapunov"].value)) <= 0.1),
-        )
-        for r, s in ((lin, NEAR_LINEAR[1]), (typ, 1.0))
+    small_g = lambda r, s: C.Reproduction(
+        "small-g theory (CLAIMS.md [computed])",
+        f"tanh RNN, W~N(0,g²/N), g={NEAR_LINEAR[0]}, H={n_h}, inputs ×{s}",
+        "per-step decay ≈ ln ρ(W) ≈ top Lyapunov exponent ≈ -0.63 (ln 0.5 = -0.69)",
+        f"decay {C.fmt(r['decay'].value)}, ln ρ(W) {C.fmt(r['log_rho'].value)}, λ₁ {C.fmt(r['lyapunov'].value)}",
+        bool(max(abs(r["decay"].value - r["log_rho"].value), abs(r["decay"].value - r["lyapunov"].value)) <= 0.1),
     )
+    reps = (small_g(rows[names[-1]], NEAR_LINEAR[1]), small_g(rows[f"g={NEAR_LINEAR[0]}"], 1.0))
     outcome = C.Outcome(CLAIM, NAME, v, headline, "c2_vanishing.png", reps)
-    fig = _figure(per, rows, t_list, n_t, fl, v)
     config = {"T": n_t, "H": n_h, "B": n_b, "I": n_i, "T_list": t_list, "configs": configs, "fit_d": FIT_D}
     data = {"rows": rows, "median_g_d": {k: np.median(o["g_d"], 0) for k, o in per.items()}}
-    return P.save(args, NAME, outcome, summary, fig, config, data, n_seeds)
+    return C.save(args, NAME, outcome, summary, _figure(per, rows, t_list, n_t, fl, v), config, data, n_seeds)
 
 
 def _figure(per, rows, t_list, n_t, fl, v):
@@ -207,12 +182,8 @@ def _figure(per, rows, t_list, n_t, fl, v):
             P.band(axes[2], d, np.where(o["tail"] > fl, o["tail"], np.nan), col, k)
     axes[0].set(yscale="log", xlabel="distance d (steps)", ylabel="‖G_d‖ (median, 25–75 %)")
     axes[0].legend(fontsize=7)
-    axes[1].set(
-        xscale="log",
-        yscale="log",
-        xlabel="sequence length T",
-        ylabel="‖total g‖ (solid: loss at T-1; dotted: mean loss)",
-    )
+    axes[1].set(xscale="log", yscale="log", xlabel="sequence length T")
+    axes[1].set_ylabel("‖total g‖ (solid: loss at T-1; dotted: mean loss)")
     axes[1].set_title("total gradient against T", fontsize=9)
     axes[2].set(yscale="log", xlabel="D (steps)", ylabel="tail share ‖Σ_{d>D} G_d‖ / ‖g‖")
     axes[2].axvline(LONG, color="k", lw=0.6, ls=":")
