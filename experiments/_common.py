@@ -386,10 +386,8 @@ def arm_dots(ax, j: int, values, color, interval=None) -> None:
 
 def errorbars(ax, x, estimates, **kw) -> None:
     """Estimates (value, lo, hi) as points at x with their intervals as error bars; kw go to ``ax.errorbar``."""
-    import numpy as np
-
-    y = np.array([e.value for e in estimates])
-    ax.errorbar(x, y, [y - [e.lo for e in estimates], [e.hi for e in estimates] - y], **kw)
+    err = [[e.value - e.lo for e in estimates], [e.hi - e.value for e in estimates]]
+    ax.errorbar(x, [e.value for e in estimates], err, **kw)
 
 
 def fmt(x: float, digits: int = 3) -> str:
