@@ -5,12 +5,25 @@ and check that float32 stays float32.
 runs the core float32 tests that way in a subprocess, so one ``pytest`` covers both.
 A test module that sets ``STRICT_PROMOTION = True`` runs under
 ``jax_numpy_dtype_promotion="strict"`` (the engine's tests do).
+
+XLA flags for the test processes (and the subprocesses they start), unless the user set
+``XLA_FLAGS``: one XLA:CPU host device, since each pytest-xdist worker already has a core
+of its own (importing ``experiments`` would otherwise give each worker one device per core,
+and two workers would share two cores four ways; tests of multi-device runs start
+subprocesses with their own device count); and cheap LLVM codegen, because at the tests'
+tiny shapes compiling is most of the time (it halves it) and run time hardly matters.
 """
 
 import os
 
-import jax
-import pytest
+if not os.environ.get("XLA_FLAGS"):
+    os.environ["XLA_FLAGS"] = (
+        "--xla_force_host_platform_device_count=1"
+        " --xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+    )
+
+import jax  # noqa: E402  (after XLA_FLAGS)
+import pytest  # noqa: E402
 
 jax.config.update("jax_enable_x64", os.environ.get("GRADPATHS_TEST_X64", "1") != "0")
 
