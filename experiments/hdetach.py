@@ -7,12 +7,13 @@ unchanged. The p values are arms of one compiled trainer (each run's p in
 ``TrainState.h_detach``), with the same seeds. Score A = mean over segments of loss /
 ``Task.baseline`` (lower trains faster).
 
-Criterion (set before the run): INCONCLUSIVE if no p brings the median final loss below
-LEARNED × baseline (nothing learned, so speed cannot be compared; the headline names the
-scale). Otherwise, per p > 0, the effect A(p = 0) − A(p) (paired bootstrap of the median
-difference) through ``_stats.decide``; SUPPORTED if some p > 0 is faster and none
-slower, NOT SUPPORTED if some is slower and none faster, NUANCED if both, INCONCLUSIVE if
-no p > 0 is separated from p = 0 (the headline gives the seeds needed).
+Criterion (set before the run): INCONCLUSIVE if the reference arm p = 0 does not bring its
+median final loss below LEARNED × baseline (p = 0 has not learned, so no speed-up or
+slow-down against it can be read; the headline says so). Otherwise, per p > 0, the effect
+A(p = 0) − A(p) (paired bootstrap of the median difference) through ``_stats.decide``;
+SUPPORTED if some p > 0 is faster and none slower, NOT SUPPORTED if some is slower and none
+faster, NUANCED if both, INCONCLUSIVE if no p > 0 is separated from p = 0 (with the seeds
+needed). Default scale: batch 32, 1000 steps, where p = 0 learns but slowly (~0.7×baseline).
 
 **The identity** (docs/derivations.md; tests/test_hdetach_identity.py): every path
 crosses each step's h → gates edge at most once, so E_m[g_m] = Σ_k (1 − p)^k G^[k]
@@ -45,7 +46,7 @@ PAPER = {"T": (100, 300), "H": 128, "lr": 1e-3, "B": 100, "clip": 1.0, "p": 0.5}
 
 
 def sizes(args: C.Args) -> dict:
-    n_t, n_h, n_b, steps, seg = args.pick((3, 8, 8, 20, 10), (10, 64, 16, 1000, 100), (100, 128, 100, 20000, 500))
+    n_t, n_h, n_b, steps, seg = args.pick((3, 8, 8, 20, 10), (10, 64, 32, 1000, 100), (100, 128, 100, 20000, 500))
     return {"T": n_t, "H": n_h, "B": n_b, "steps": steps, "segment": seg, "seeds": args.n_seeds(2, 8, 16)}
 
 
@@ -69,8 +70,9 @@ def verdict(scores: list, final_rel: list[float]) -> tuple[str, list[S.Decision]
     median final loss / baseline."""
     if len(scores) < 2 or len(final_rel) != len(scores):
         raise ValueError(f"verdict needs scores and final losses for p = 0 and at least one p > 0, got {len(scores)}")
-    if not min(final_rel) < LEARNED:
-        return S.INCONCLUSIVE, [S.inconclusive(f"nothing learned (final loss ≥ {LEARNED}×baseline for every p)")]
+    if not final_rel[0] < LEARNED:
+        why = f"p = 0 has not learned (median final {final_rel[0]:.3g} ≥ {LEARNED}×baseline): needs more steps"
+        return S.INCONCLUSIVE, [S.inconclusive(why)]
     ds = [S.decide(S.bootstrap_diff(scores[0], s, paired=True), what="A(p=0) − A(p)") for s in scores[1:]]
     vs = {d.verdict for d in ds}
     if S.SUPPORTED in vs:

@@ -156,6 +156,7 @@ def test_selective_measures_a_forget_gate_wired_to_but(selective_setup, push, cu
         ([0.5, 0.7, 0.8], [0.3, 0.5, 0.6], S.NOT_SUPPORTED),  # h-detach slows training
         ([0.5, 0.3, 0.8], [0.3, 0.2, 0.6], S.NUANCED),
         ([1.0, 0.9, 0.8], [1.0, 0.95, 0.92], S.INCONCLUSIVE),  # nothing learned
+        ([0.95, 1.0, 1.05], [0.97, 0.8, 1.0], S.INCONCLUSIVE),  # p = 0 has not learned: no reference
     ],
 )
 def test_hdetach_verdict(medians, final, expected):
