@@ -24,6 +24,7 @@ if not os.environ.get("XLA_FLAGS"):
 
 import jax  # noqa: E402  (after XLA_FLAGS)
 import pytest  # noqa: E402
+from jax.experimental.compilation_cache import compilation_cache  # noqa: E402
 
 jax.config.update("jax_enable_x64", os.environ.get("GRADPATHS_TEST_X64", "1") != "0")
 
@@ -35,3 +36,14 @@ def _strict_promotion(request):
             yield
     else:
         yield
+
+
+@pytest.fixture(autouse=True)
+def _no_persistent_cache_after():
+    """A test that runs an experiment's ``main`` in-process turns on JAX's persistent
+    compilation cache in a temporary folder; turn it off again, so every later compile in
+    this worker does not hash, look up and write executables there."""
+    yield
+    if jax.config.jax_compilation_cache_dir is not None:
+        jax.config.update("jax_compilation_cache_dir", None)
+        compilation_cache.reset_cache()

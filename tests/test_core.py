@@ -50,22 +50,24 @@ def mix(hs, w):
 
 @functools.cache
 def bundle(name, dtype):
-    """One jitted call per (cell, dtype): every part (K = T, nothing clamped), a clamped
-    K = 2 split, jax.grad (plain autodiff), masked_grad with hop scale alpha (autodiff), and
-    both again through unroll's custom VJP."""
+    """One jitted call per (cell, dtype): every part (K = T, nothing clamped), jax.grad
+    (plain autodiff) and jax.grad through unroll's custom VJP. float64 adds a clamped K = 2
+    split and masked_grad with hop scale alpha (autodiff and custom); float32 leaves those
+    out, since its compiles are most of this file's time and the identities are float64's."""
     cell = CELLS[name]
+    full_check = dtype == "float64"
 
     def f(params, xs, w, alpha):
         loss = lambda hs: mix(hs, w)
         full = gp.decompose(cell, params, xs, loss, max_hops=T, parts=ALL_PARTS)
-        clamped = gp.decompose(cell, params, xs, loss, max_hops=2, parts=("hops",))
         ref = jax.grad(lambda p: loss(gp.unroll(cell, p, xs, backward="autodiff")))(params)
+        custom = {"grad": jax.grad(lambda p: loss(gp.unroll(cell, p, xs)))(params)}
+        if not full_check:
+            return full, None, ref, None, custom
+        clamped = gp.decompose(cell, params, xs, loss, max_hops=2, parts=("hops",))
         scales = {e: alpha for e in cell.hop_edges}
         masked = gp.masked_grad(cell, params, xs, loss, scales)
-        custom = {
-            "grad": jax.grad(lambda p: loss(gp.unroll(cell, p, xs)))(params),
-            "masked": gp.masked_grad(cell, params, xs, loss, scales, backward="custom"),
-        }
+        custom["masked"] = gp.masked_grad(cell, params, xs, loss, scales, backward="custom")
         return full, clamped, ref, masked, custom
 
     return jax.jit(f)
@@ -84,7 +86,8 @@ def test_custom_vjp_matches_autodiff(name, dtype):
     w = jnp.asarray([1.0, 0.5, 2.0], dtype)
     *_, ref, masked, custom = bundle(name, dtype)(params, xs, w, jnp.asarray(0.3, dtype))
     assert rel(custom["grad"], ref) <= TOL[dtype]
-    assert rel(custom["masked"], masked) <= TOL[dtype]
+    if masked is not None:
+        assert rel(custom["masked"], masked) <= TOL[dtype]
 
 
 def sums(d):
@@ -107,7 +110,8 @@ def index(tree, i):
 def test_every_part_sums_to_grad(name, dtype):
     for loss in LOSSES:
         d, clamped, ref, _ = run(name, dtype, loss)
-        for part, value in {**sums(d), "hops (K=2)": sums(clamped)["hops"]}.items():
+        clamped = {} if clamped is None else {"hops (K=2)": sums(clamped)["hops"]}
+        for part, value in {**sums(d), **clamped}.items():
             assert rel(value, ref) <= TOL[dtype], (loss, part, rel(value, ref))
         assert all(x.dtype == jnp.dtype(dtype) for x in jax.tree.leaves((d.total, d.by_hops, d.state_grads)))
         assert bool(d.finite)
