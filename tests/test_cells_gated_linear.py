@@ -113,26 +113,37 @@ def test_lru_ring_init():
 # --- parallel == sequential --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("state0", ["zeros", "batched", "single"])
-@pytest.mark.parametrize("name", sorted(VARIANTS))
+CASES = [(n, "batched") for n in sorted(VARIANTS)] + [
+    (n, s) for n in ("mingru", "lru_n5_ring") for s in ("zeros", "single")
+]
+
+
+@pytest.mark.parametrize(("name", "state0"), CASES)
 def test_parallel_equals_sequential(name, state0):
-    """Outputs, states, and gradients with respect to params, xs and state0, f64 to 1e-12."""
+    """Outputs, states, and gradients with respect to params, xs and state0, f64 to 1e-12
+    (one jitted call per case: eager associative scans are slow)."""
     cell = VARIANTS[name]
     params, xs, s0 = _setup(cell)
     s0 = {"zeros": None, "batched": s0, "single": jax.tree.map(lambda v: v[0], s0)}[state0]
-    seq = gp.unroll(cell, params, xs, state0=s0)
-    par = parallel_unroll(cell, params, xs, s0)
+    w = jax.random.normal(jax.random.key(9), gp.unroll(cell, params, xs).shape, xs.dtype)
+    loss = lambda f: lambda p, x, s: (f(p, x, s) * w).sum()
+    seq_f = lambda p, x, s: gp.unroll(cell, p, x, state0=s)
+    par_f = lambda p, x, s: parallel_unroll(cell, p, x, s)
+
+    @jax.jit
+    def run(params, xs, s0):
+        states = parallel_states(cell, params, xs, s0), gp.unroll_states(cell, params, xs, state0=s0)
+        if s0 is None:
+            return seq_f(params, xs, s0), par_f(params, xs, s0), states, None
+        grads = [jax.grad(loss(f), (0, 1, 2))(params, xs, s0) for f in (seq_f, par_f)]
+        return seq_f(params, xs, s0), par_f(params, xs, s0), states, grads
+
+    seq, par, (par_states, seq_states), grads = run(params, xs, s0)
     assert par.shape == seq.shape and par.dtype == seq.dtype
     assert _rel(par, seq) <= 1e-12
-    assert _rel(parallel_states(cell, params, xs, s0), gp.unroll_states(cell, params, xs, state0=s0)) <= 1e-12
-    if s0 is None:
-        return
-    w = jax.random.normal(jax.random.key(9), seq.shape, seq.dtype)
-    loss = lambda f: lambda p, x, s: (f(p, x, s) * w).sum()
-    g_seq = jax.grad(loss(lambda p, x, s: gp.unroll(cell, p, x, state0=s)), (0, 1, 2))(params, xs, s0)
-    g_par = jax.grad(loss(lambda p, x, s: parallel_unroll(cell, p, x, s)), (0, 1, 2))(params, xs, s0)
-    # y_0 (the output part of s_0) is never read: both give it a zero gradient
-    assert _rel(g_par, g_seq) <= 1e-12
+    assert _rel(par_states, seq_states) <= 1e-12
+    if grads is not None:  # y_0 (the output part of s_0) is never read: both give it a zero gradient
+        assert _rel(grads[1], grads[0]) <= 1e-12
 
 
 def test_parallel_float32_and_jit():
@@ -143,26 +154,33 @@ def test_parallel_float32_and_jit():
     assert _rel(par, gp.unroll(cell, params, xs, state0=s0)) <= 1e-6
 
 
-@pytest.mark.parametrize("max_distance", [None, 2])
 @pytest.mark.parametrize("name", ["mingru", "minlstm_nobias_proj", "lru_n5_ring"])
-def test_parallel_decompose_equals_decompose(name, max_distance):
-    """Every part equals gp.decompose's (same bucket semantics), and sums to jax.grad, f64 ≤ 1e-12."""
+def test_parallel_decompose_equals_decompose(name):
+    """Every part equals gp.decompose's (same bucket semantics), and sums to jax.grad, f64 ≤ 1e-12;
+    every distance, and a tail bucket from distance 2 (one jitted call: eager is slow)."""
     cell = VARIANTS[name]
     params, xs, s0 = _setup(cell)
     w = jax.random.normal(jax.random.key(4), gp.unroll(cell, params, xs).shape, xs.dtype)
     loss = lambda hs: (jnp.tanh(hs) * w).sum()
-    kw = dict(max_hops=2, state0=s0, max_distance=max_distance)
-    par = parallel_decompose(cell, params, xs, loss, **kw)
-    ref = gp.decompose(cell, params, xs, loss, **kw)
-    grad = jax.grad(lambda p: loss(gp.unroll(cell, p, xs, state0=s0)))(params)
-    assert bool(par.finite) and abs(float(par.loss - ref.loss)) <= 1e-12 * abs(float(ref.loss))
-    assert _rel(par.total, grad) <= 1e-12
-    n_d = T if max_distance is None else max_distance + 1
-    assert jax.tree.leaves(par.by_distance)[0].shape[0] == n_d
-    for part in ("by_distance", "by_step", "by_hops", "state_grads"):
-        assert _rel(getattr(par, part), getattr(ref, part)) <= 1e-12, part
-    for part in ("by_distance", "by_step", "by_hops"):
-        assert _rel(jax.tree.map(lambda g: g.sum(0), getattr(par, part)), grad) <= 1e-12, part
+
+    @jax.jit
+    def both(params, xs, s0):
+        out = []
+        for max_distance in (None, 2):
+            kw = dict(max_hops=2, state0=s0, max_distance=max_distance)
+            out.append((parallel_decompose(cell, params, xs, loss, **kw), gp.decompose(cell, params, xs, loss, **kw)))
+        return out, jax.grad(lambda p: loss(gp.unroll(cell, p, xs, state0=s0)))(params)
+
+    out, grad = both(params, xs, s0)
+    for max_distance, (par, ref) in zip((None, 2), out):
+        assert bool(par.finite) and abs(float(par.loss - ref.loss)) <= 1e-12 * abs(float(ref.loss))
+        assert _rel(par.total, grad) <= 1e-12
+        n_d = T if max_distance is None else max_distance + 1
+        assert jax.tree.leaves(par.by_distance)[0].shape[0] == n_d
+        for part in ("by_distance", "by_step", "by_hops", "state_grads"):
+            assert _rel(getattr(par, part), getattr(ref, part)) <= 1e-12, (max_distance, part)
+        for part in ("by_distance", "by_step", "by_hops"):
+            assert _rel(jax.tree.map(lambda g: g.sum(0), getattr(par, part)), grad) <= 1e-12, (max_distance, part)
 
 
 def test_parallel_decompose_rejects_bad_options():

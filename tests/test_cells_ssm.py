@@ -215,14 +215,23 @@ def test_parallel_equals_sequential(name, state0):
     cell = VARIANTS[name]
     params, xs, s0 = _setup(cell)
     s0 = None if state0 == "zeros" else s0
-    assert _rel(parallel_unroll(cell, params, xs, s0), gp.unroll(cell, params, xs, state0=s0)) <= 1e-12
-    assert _rel(parallel_states(cell, params, xs, s0), gp.unroll_states(cell, params, xs, state0=s0)) <= 1e-12
-    if s0 is not None:
-        w = jax.random.normal(jax.random.key(9), (B, T, cell.hidden_size), F64)
-        loss = lambda f: lambda p, x, s: (f(p, x, s) * w).sum()
-        g_seq = jax.grad(loss(lambda p, x, s: gp.unroll(cell, p, x, state0=s)), (0, 1, 2))(params, xs, s0)
-        g_par = jax.grad(loss(lambda p, x, s: parallel_unroll(cell, p, x, s)), (0, 1, 2))(params, xs, s0)
-        assert _rel(g_par, g_seq) <= 1e-12
+    w = jax.random.normal(jax.random.key(9), (B, T, cell.hidden_size), F64)
+    loss = lambda f: lambda p, x, s: (f(p, x, s) * w).sum()
+    seq_f = lambda p, x, s: gp.unroll(cell, p, x, state0=s)
+    par_f = lambda p, x, s: parallel_unroll(cell, p, x, s)
+
+    @jax.jit  # one call per case: eager associative scans are slow
+    def run(params, xs, s0):
+        outs = (par_f(params, xs, s0), seq_f(params, xs, s0))
+        states = (parallel_states(cell, params, xs, s0), gp.unroll_states(cell, params, xs, state0=s0))
+        grads = None if s0 is None else [jax.grad(loss(f), (0, 1, 2))(params, xs, s0) for f in (par_f, seq_f)]
+        return outs, states, grads
+
+    outs, states, grads = run(params, xs, s0)
+    assert _rel(*outs) <= 1e-12
+    assert _rel(*states) <= 1e-12
+    if grads is not None:
+        assert _rel(*grads) <= 1e-12
 
 
 @pytest.mark.parametrize("name", ["s6"])
@@ -231,8 +240,8 @@ def test_parallel_decompose(name):
     params, xs, s0 = _setup(cell)
     loss = lambda hs: (jnp.sin(hs) ** 2).sum()
     kw = dict(max_hops=1, state0=s0, parts=("step", "hops"))
-    par = parallel_decompose(cell, params, xs, loss, **kw)
-    ref = gp.decompose(cell, params, xs, loss, **kw)
+    both = jax.jit(lambda p, x: (parallel_decompose(cell, p, x, loss, **kw), gp.decompose(cell, p, x, loss, **kw)))
+    par, ref = both(params, xs)
     for part in ("total", "by_step", "by_hops"):
         assert _rel(getattr(par, part), getattr(ref, part)) <= 1e-12, part
 
