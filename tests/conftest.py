@@ -38,12 +38,29 @@ def _strict_promotion(request):
         yield
 
 
+# XLA:CPU maps memory for every compiled executable. A worker that keeps every test's
+# executables passes Linux's vm.max_map_count (65,530 by default: half of test_core alone
+# made 22,000 maps) and the next compile segfaults: CI and two local runs lost a worker
+# that way. Past this count the compiled functions are dropped (they recompile on use).
+MAX_MAPS = 30_000
+
+
+def _maps() -> int:
+    try:
+        with open("/proc/self/maps") as f:
+            return sum(1 for _ in f)
+    except OSError:  # not Linux: no such limit to stay under
+        return 0
+
+
 @pytest.fixture(autouse=True)
-def _no_persistent_cache_after():
-    """A test that runs an experiment's ``main`` in-process turns on JAX's persistent
-    compilation cache in a temporary folder; turn it off again, so every later compile in
-    this worker does not hash, look up and write executables there."""
+def _bounded_process_state():
+    """After each test: drop compiled executables past MAX_MAPS, and turn off JAX's
+    persistent compilation cache if the test turned it on (an experiment's ``main`` run
+    in-process does, in a temporary folder)."""
     yield
     if jax.config.jax_compilation_cache_dir is not None:
         jax.config.update("jax_compilation_cache_dir", None)
         compilation_cache.reset_cache()
+    if _maps() > MAX_MAPS:
+        jax.clear_caches()
