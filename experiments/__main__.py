@@ -17,6 +17,8 @@ import time
 import traceback
 from pathlib import Path
 
+import jax
+
 from experiments import _common as C
 
 # (claim, module); several modules may share a claim.
@@ -164,6 +166,8 @@ def main(argv=None) -> int:
             traceback.print_exc()
             failures[mod.NAME] = f"{type(e).__name__}: {e}"
             continue
+        finally:
+            jax.clear_caches()  # each executable holds memory maps; one process runs them all (docs/hang.md)
         outcomes.append(o)
         C.progress(f"{label}: {o.verdict} — {o.headline} ({time.perf_counter() - t1:.1f} s)")
     wall = time.perf_counter() - t0
