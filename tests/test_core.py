@@ -18,6 +18,7 @@ CELLS = {name: make(H) for name, make in gp.REGISTRY.items()} | {
     "rnn_relu": gp.rnn(H, activation="relu", recurrent_init="orthogonal"),
     "lstm_nofg": gp.lstm(H, forget_gate=False),
     "stack": gp.stack([gp.lstm(H), gp.gru(H)]),
+    "stack_modern": gp.stack([gp.mingru(H), gp.slstm(H)]),
     "readme": readme_cell(H),
 }
 LOSSES = {
