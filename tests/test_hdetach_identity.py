@@ -16,6 +16,8 @@ import pytest
 
 import gradpaths as gp
 
+STRICT_PROMOTION = True  # no implicit dtype promotion (tests/conftest.py)
+
 T, I, H = 5, 2, 3
 
 
