@@ -125,17 +125,15 @@ def test_parallel_equals_sequential(name, state0):
     cell = VARIANTS[name]
     params, xs, s0 = _setup(cell)
     s0 = {"zeros": None, "batched": s0, "single": jax.tree.map(lambda v: v[0], s0)}[state0]
-    w = jax.random.normal(jax.random.key(9), gp.unroll(cell, params, xs).shape, xs.dtype)
-    loss = lambda f: lambda p, x, s: (f(p, x, s) * w).sum()
     seq_f = lambda p, x, s: gp.unroll(cell, p, x, state0=s)
     par_f = lambda p, x, s: parallel_unroll(cell, p, x, s)
+    w = jax.random.normal(jax.random.key(9), jax.eval_shape(seq_f, params, xs, s0).shape, xs.dtype)
+    loss = lambda f: lambda p, x, s: (f(p, x, s) * w).sum()
 
     @jax.jit
     def run(params, xs, s0):
         states = parallel_states(cell, params, xs, s0), gp.unroll_states(cell, params, xs, state0=s0)
-        if s0 is None:
-            return seq_f(params, xs, s0), par_f(params, xs, s0), states, None
-        grads = [jax.grad(loss(f), (0, 1, 2))(params, xs, s0) for f in (seq_f, par_f)]
+        grads = None if s0 is None else [jax.grad(loss(f), (0, 1, 2))(params, xs, s0) for f in (seq_f, par_f)]
         return seq_f(params, xs, s0), par_f(params, xs, s0), states, grads
 
     seq, par, (par_states, seq_states), grads = run(params, xs, s0)
@@ -160,7 +158,7 @@ def test_parallel_decompose_equals_decompose(name):
     every distance, and a tail bucket from distance 2 (one jitted call: eager is slow)."""
     cell = VARIANTS[name]
     params, xs, s0 = _setup(cell)
-    w = jax.random.normal(jax.random.key(4), gp.unroll(cell, params, xs).shape, xs.dtype)
+    w = jax.random.normal(jax.random.key(4), jax.eval_shape(lambda: gp.unroll(cell, params, xs)).shape, xs.dtype)
     loss = lambda hs: (jnp.tanh(hs) * w).sum()
 
     @jax.jit
