@@ -10,6 +10,8 @@ vmap batches like any other op.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -20,6 +22,7 @@ def _check_float(a: jax.Array, name: str) -> None:
         raise TypeError(f"{name} must be a real floating array, got dtype {a.dtype}")
 
 
+@jax.jit  # compiled once per shape: eagerly, each fori_loop would recompile its fresh closure
 def _householder_qr(a_MxN: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Reduced QR of one [M, N] matrix (M >= N) by N Householder reflections."""
     m, n = a_MxN.shape
@@ -96,6 +99,11 @@ def orthogonal(key: jax.Array, shape: tuple[int, int], dtype=jnp.float32) -> jax
         raise ValueError(f"orthogonal takes a 2-D shape, got {shape}")
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(f"dtype must be a real floating dtype, got {dtype}")
+    return _orthogonal(key, tuple(shape), dtype)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _orthogonal(key: jax.Array, shape: tuple[int, int], dtype) -> jax.Array:
     n_rows, n_cols = shape
     transpose = n_rows < n_cols
     g = jax.random.normal(key, (n_cols, n_rows) if transpose else (n_rows, n_cols), dtype)

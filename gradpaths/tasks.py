@@ -333,6 +333,7 @@ def loss_and_accuracy(task: Task, outputs: jax.Array, batch: Batch) -> tuple[jax
         logp = jax.nn.log_softmax(outputs, axis=-1)
         per_step = -jnp.take_along_axis(logp, batch.targets[..., None], axis=-1)[..., 0]
         hit = (jnp.argmax(outputs, axis=-1).astype(batch.targets.dtype) == batch.targets).astype(outputs.dtype)
-        acc = jnp.sum(hit * batch.score_mask) / jnp.sum(batch.score_mask)
+        score = batch.score_mask.astype(outputs.dtype)
+        acc = jnp.sum(hit * score) / jnp.sum(score)
     mask = batch.mask.astype(outputs.dtype)
     return jnp.sum(per_step * mask) / jnp.sum(mask), acc
