@@ -14,7 +14,9 @@ Pure functions of arrays; no I/O. Every training verdict goes through ``decide``
     n_\\text{needed} ≈ n \\left(\\frac{w}{|\\hat e - e_0|}\\right)^2,\\qquad w = \\text{half-width of the interval}
 
 (the half-width shrinks as 1/√n). Identical arms give an interval around the null, so
-INCONCLUSIVE, never NOT SUPPORTED.
+INCONCLUSIVE, never NOT SUPPORTED, unless a rule sets an equivalence ``margin`` in advance:
+an interval wholly inside null ± margin then decides that the arms are equal (the two
+one-sided tests of an equivalence test, at the same 95% interval).
 
 Intervals:
 
@@ -209,8 +211,12 @@ def decide(
     below: str = NOT_SUPPORTED,
     what: str = "the effect",
     unit: str = "seeds",
+    margin: float | None = None,
+    within: str = NOT_SUPPORTED,
 ) -> Decision:
-    """The rule: ``above`` if the interval lies wholly above ``null``, ``below`` if wholly below, else INCONCLUSIVE."""
+    """The rule: ``above`` if the interval lies wholly above ``null``, ``below`` if wholly below;
+    with a ``margin`` set in advance, ``within`` if it lies wholly inside (null − margin,
+    null + margin) (an equivalence test: any effect is too small to matter); else INCONCLUSIVE."""
     lo, hi = est.lo, est.hi
     if not (np.isfinite(lo) and np.isfinite(hi)):
         return Decision(INCONCLUSIVE, est.value, (lo, hi), est.n, f"{what}: no finite interval", None)
@@ -218,6 +224,9 @@ def decide(
         return Decision(above, est.value, (lo, hi), est.n, f"{what} > {null:g} (95% interval excludes it)")
     if hi < null:
         return Decision(below, est.value, (lo, hi), est.n, f"{what} < {null:g} (95% interval excludes it)")
+    if margin is not None and null - margin < lo and hi < null + margin:
+        why = f"{what}: the 95% interval [{lo:.3g}, {hi:.3g}] lies within {null:g} ± {margin:g} (equal)"
+        return Decision(within, est.value, (lo, hi), est.n, why)
     need = seeds_needed(est.n, est.value, lo, hi, null)
     why = f"{what}: the 95% interval [{lo:.3g}, {hi:.3g}] contains {null:g} at n={est.n}; " + (
         f"about {need} {unit} per arm would separate it at the observed effect {est.value:.3g}"

@@ -82,6 +82,20 @@ def test_decide_custom_labels_and_null():
     assert S.decide(S.Estimate(math.nan, math.nan, math.nan, 0)).verdict == S.INCONCLUSIVE
 
 
+def test_decide_with_an_equivalence_margin():
+    """Inside null ± margin: the set ``within`` verdict; an interval crossing the margin stays
+    undecided; an interval that excludes the null still decides by its side."""
+    tight = S.Estimate(0.01, -0.02, 0.03, 16)
+    d = S.decide(tight, margin=0.05, what="relu − tanh")
+    assert d.verdict == S.NOT_SUPPORTED and "within 0 ± 0.05" in d.reason and d.n_needed is None
+    assert S.decide(tight, margin=0.05, within="equal").verdict == "equal"
+    assert S.decide(tight).verdict == S.INCONCLUSIVE  # no margin: no equivalence
+    assert S.decide(S.Estimate(0.01, -0.06, 0.03, 16), margin=0.05).verdict == S.INCONCLUSIVE
+    assert S.decide(S.Estimate(0.02, 0.01, 0.03, 16), margin=0.05).verdict == S.SUPPORTED
+    x = [0.9, 0.95, 1.0, 0.92, 0.97, 0.93, 0.99, 0.91]  # identical arms, tight: equal within the margin
+    assert S.decide(S.bootstrap_diff(x, x, paired=True), margin=0.01).verdict == S.NOT_SUPPORTED
+
+
 def test_combine_parts():
     sup, nsup, inc = S.SUPPORTED, S.NOT_SUPPORTED, S.INCONCLUSIVE
     assert S.combine_parts([sup, sup]) == sup
