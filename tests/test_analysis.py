@@ -8,8 +8,6 @@ import pytest
 import gradpaths as gp
 from gradpaths import analysis as A
 
-STRICT_PROMOTION = True  # no implicit dtype promotion (tests/conftest.py)
-
 
 @pytest.fixture(scope="module")
 def lstm_case():

@@ -1,12 +1,14 @@
 """minGRU, minLSTM and LRU: equations against direct numpy transcriptions, the parallel
 (associative-scan) forward against the sequential one, edge Jacobians, and input checks."""
 
+import functools
 import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _trees import rel as _rel
 
 import gradpaths as gp
 from gradpaths.cells import REGISTRY, gated_linear
@@ -26,7 +28,13 @@ VARIANTS = {
 }
 
 
+@functools.cache
 def _setup(cell, dtype=jnp.float64, batch=(B,), seed=0):
+    """params, xs, s0: drawn in one jitted call (eager draws compile once per op and shape)."""
+    return jax.jit(_draw, static_argnums=(0, 1, 2, 3))(cell, dtype, batch, seed)
+
+
+def _draw(cell, dtype, batch, seed):
     k1, k2, k3 = jax.random.split(jax.random.key(seed), 3)
     params = cell.init(k1, I, dtype)
     # non-zero biases, so every parameter matters
@@ -34,11 +42,6 @@ def _setup(cell, dtype=jnp.float64, batch=(B,), seed=0):
     xs = jax.random.normal(k2, (*batch, T, I), dtype)
     s0 = jax.tree.map(lambda v: jax.random.normal(k3, v.shape, dtype), cell.zero_state(batch, dtype))
     return params, xs, s0
-
-
-def _rel(a, b) -> float:
-    fa, fb = (jnp.concatenate([jnp.ravel(v) for v in jax.tree.leaves(t)]) for t in (a, b))
-    return float(jnp.linalg.norm(fa - fb) / jnp.linalg.norm(fb))
 
 
 # --- equations, transcribed directly (one example, Python loop, numpy) ---------------------------

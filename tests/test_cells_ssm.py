@@ -1,12 +1,15 @@
 """RG-LRU, S6 and the Mamba block: equations against numpy transcriptions and the packages'
 forward passes, edge Jacobians, the parallel form, initialisation, defaults and input checks."""
 
+import functools
 import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _trees import flat
+from _trees import rel as _rel
 
 import gradpaths as gp
 from gradpaths.cells import REGISTRY, HState, MambaState, S6State, ssm
@@ -25,7 +28,13 @@ VARIANTS = {
 }
 
 
+@functools.cache
 def _setup(cell, dtype=F64, batch=(B,), seed=0):
+    """params, xs, s0: drawn in one jitted call (eager draws compile once per op and shape)."""
+    return jax.jit(_draw, static_argnums=(0, 1, 2, 3))(cell, dtype, batch, seed)
+
+
+def _draw(cell, dtype, batch, seed):
     k1, k2, k3, k4 = jax.random.split(jax.random.key(seed), 4)
     params = cell.init(k1, I, dtype)
     keys = jax.random.split(k3, len(params))
@@ -33,11 +42,6 @@ def _setup(cell, dtype=F64, batch=(B,), seed=0):
     xs = jax.random.normal(k2, (*batch, T, I), dtype)
     s0 = jax.tree.map(lambda v: jax.random.normal(k4, v.shape, dtype), cell.zero_state(batch, dtype))
     return params, xs, s0
-
-
-def _rel(a, b) -> float:
-    fa, fb = (jnp.concatenate([jnp.ravel(v) for v in jax.tree.leaves(t)]) for t in (a, b))
-    return float(jnp.linalg.norm(fa - fb) / jnp.linalg.norm(fb))
 
 
 # --- equations, transcribed directly (one example, Python loop, numpy) ---------------------------
@@ -202,7 +206,7 @@ def test_mamba_hops_are_conv_crossings(name):
     assert _rel(jax.tree.map(lambda g: g.sum(0), d.by_hops), grad) <= 1e-12
     cut = gp.masked_grad(cell, params, xs, loss, scales={"conv": 0.0}, state0=s0)
     assert _rel(cut, jax.tree.map(lambda g: g[0], d.by_hops)) <= 1e-12
-    assert _rel(jax.tree.map(lambda g: g[1], d.by_hops), jax.tree.map(jnp.zeros_like, grad)) > 0
+    assert np.abs(flat(jax.tree.map(lambda g: g[1], d.by_hops))).max() > 0  # one conv crossing carries gradient
 
 
 # --- parallel form -----------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _trees import rel as _rel
 
 import gradpaths as gp
 from gradpaths.cells import REGISTRY, layer_norm_lstm, mlstm, peephole_lstm, slstm
@@ -23,8 +24,13 @@ def _xs(shape=(T, I), scale=1.0, seed=1):
     return scale * jax.random.normal(jax.random.key(seed), shape, F64)
 
 
+@functools.cache
 def _randomised(cell, seed=0, scale=0.5):
     """Parameters with every entry random (so no gain, bias or peephole is trivially 0 or 1)."""
+    return jax.jit(_draw_randomised, static_argnums=(0, 1, 2))(cell, seed, scale)
+
+
+def _draw_randomised(cell, seed, scale):
     p = cell.init(jax.random.key(seed), I, F64)
     keys = jax.random.split(jax.random.key(seed + 100), len(p))
     return {k: v + scale * jax.random.normal(kk, v.shape, F64) for (k, v), kk in zip(sorted(p.items()), keys)}
@@ -163,11 +169,6 @@ _states = {
     "parallel": jax.jit(lambda p, xs, s0: parallel_states(PAR_CELL, p, xs, s0)),
     "sequential": jax.jit(lambda p, xs, s0: gp.unroll_states(PAR_CELL, p, xs, state0=s0)),
 }
-
-
-def _rel(a, b) -> float:
-    fa, fb = (jnp.concatenate([jnp.ravel(v) for v in jax.tree.leaves(t)]) for t in (a, b))
-    return float(jnp.linalg.norm(fa - fb) / jnp.linalg.norm(fb))
 
 
 def _par_setup(dtype=F64):

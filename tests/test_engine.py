@@ -6,14 +6,13 @@ import chex
 import jax
 import jax.numpy as jnp
 import pytest
-from jax.flatten_util import ravel_pytree
+from _trees import rel
 from readme_cell import readme_cell, readme_namespace
 
 import gradpaths as gp
 from gradpaths.check import fast_vs_generic
 
 T, H, I, B = 7, 3, 2, 2
-STRICT_PROMOTION = True  # the engine mixes no dtypes implicitly
 AFFINE = {
     "rnn": gp.rnn(H),
     "irnn": gp.irnn(H),
@@ -25,13 +24,8 @@ AFFINE = {
 LOSS = lambda hs: jnp.sum(jnp.sin(2 * hs) ** 2)
 
 
-def rel(a, b):
-    fa, fb = ravel_pytree(a)[0], ravel_pytree(b)[0]
-    return float(jnp.linalg.norm(fa - fb) / jnp.linalg.norm(fb))
-
-
 def setup(cell, dtype=jnp.float64, seed=0):
-    params = cell.init(jax.random.key(seed), I, dtype)
+    params = jax.jit(cell.init, static_argnums=(1, 2))(jax.random.key(seed), I, dtype)
     return params, jax.random.normal(jax.random.key(seed + 1), (B, T, I), dtype)
 
 

@@ -16,8 +16,6 @@ import pytest
 
 import gradpaths as gp
 
-STRICT_PROMOTION = True  # no implicit dtype promotion (tests/conftest.py)
-
 T, I, H = 5, 2, 3
 
 

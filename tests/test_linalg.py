@@ -69,7 +69,7 @@ def test_orthogonal_is_orthogonal_and_matches_jax(shape, dtype):
     assert w.shape == shape and w.dtype == dtype
     small = w.T @ w if shape[0] >= shape[1] else w @ w.T
     tol = 1e-5 if dtype == jnp.float32 else 1e-13
-    assert np.abs(small - np.eye(min(shape))).max() <= tol
+    assert np.abs(np.asarray(small) - np.eye(min(shape))).max() <= tol
     # the same Gaussian and sign convention as JAX's initialiser, so the same matrix
     np.testing.assert_allclose(w, jax.nn.initializers.orthogonal()(key, shape, dtype), atol=tol)
 

@@ -20,7 +20,9 @@ CALLS = 3  # the hang was intermittent per call: run each compiled function a fe
 CASE_TIMEOUT_S = 240  # per cell (compile + calls); a loaded 2-core machine needs under 60
 # Cheaper LLVM codegen halves the compiles that dominate this file; the deadlock was in the
 # runtime (LAPACK's batch split over the intra-op pool), which these flags do not touch.
-FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+FAST_COMPILE = (
+    "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true --xla_cpu_use_fusion_emitters=false"
+)
 
 SCRIPT = """
 import sys, time, traceback

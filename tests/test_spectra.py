@@ -8,8 +8,6 @@ from jax.flatten_util import ravel_pytree
 
 import gradpaths as gp
 
-STRICT_PROMOTION = True  # no implicit dtype promotion (tests/conftest.py)
-
 H, I, T = 5, 3, 7
 CELLS = {"rnn": gp.rnn(H), "lstm": gp.lstm(H), "gru": gp.gru(H), "mgu": gp.mgu(H)}
 

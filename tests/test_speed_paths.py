@@ -5,6 +5,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import pytest
+from _trees import rel
 from jax.test_util import check_grads
 
 import gradpaths as gp
@@ -24,14 +25,9 @@ def loss(hs):
     return jnp.sum(jnp.sin(2 * hs) ** 2) + jnp.prod(hs[..., -1, :2], axis=-1).sum()
 
 
-def rel(a, b):
-    flat = lambda t: jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(t)])
-    return float(jnp.linalg.norm(flat(a) - flat(b)) / jnp.linalg.norm(flat(b)))
-
-
 def setup(name, dtype):
     cell = CELLS[name]
-    params = cell.init(jax.random.key(0), I, dtype)
+    params = jax.jit(cell.init, static_argnums=(1, 2))(jax.random.key(0), I, dtype)
     xs = jax.random.normal(jax.random.key(1), (B, T, I), dtype)
     state0 = jax.tree.map(lambda z: z + 0.3, cell.zero_state((B,), dtype))
     # a per-example, per-step h-detach style mask on every hop edge, and a scalar on the highway
