@@ -5,8 +5,9 @@ custom VJP; the same with ``backward="autodiff"`` (a plain autodiff scan); and
 ``gp.decompose(..., parts=("hops",), max_hops=K)`` for K ∈ {0, 1, 3, 9}, i.e. K + 1
 cotangent buckets, on the fast affine path; and the same LSTM through the **generic**
 engine (``gp.stack([lstm])``: the same maths, one VJP of the whole step per bucket) at
-K = 1 and 9. ``parts=("distance",)`` is timed separately at T, and with
-``max_distance=32`` at T_long (O(T·D) instead of O(T²)).
+K = 1 and 9; at each T in ``steps`` (the goals' T = 100 and 500, and T = 200 where the
+engine's issue states the generic path's cost). ``parts=("distance",)`` is timed separately at
+the first T, and with ``max_distance=32`` at T_long (O(T·D) instead of O(T²)).
 
 Goals: 2 buckets (K = 1) ≤ 1.5× and 10 buckets (K = 9) ≤ 3× a plain gradient;
 by_distance with D = 32 at T = 1000 ≤ 40×. The generic path's cost is reported, not a goal.
@@ -23,7 +24,8 @@ import gradpaths as gp
 from benchmarks import timing
 
 NAME = "decompose_cost"
-FULL = {"batch": 32, "hidden": 128, "inputs": 8, "steps": 200, "hops": (0, 1, 3, 9), "repeats": 15, "long": 1000}
+FULL = {"batch": 32, "hidden": 128, "inputs": 8, "steps": (100, 200, 500), "hops": (0, 1, 3, 9), "repeats": 15}
+FULL["long"] = 1000  # by_distance with max_distance at this T
 QUICK = {"batch": 4, "hidden": 16, "inputs": 3, "steps": 20, "hops": (0, 1, 3, 9), "repeats": 3, "long": 60}
 GOALS = {1: 1.5, 9: 3.0}
 DISTANCE_D, DISTANCE_GOAL = 32, 40.0
@@ -75,14 +77,20 @@ def _buckets(name: str) -> int | None:
 
 
 def run(config: dict, repeats: int) -> dict:
+    """Every case at each T in ``config["steps"]`` (an int or a tuple), then the long by_distance goal."""
+    steps = config["steps"] if isinstance(config["steps"], (tuple, list)) else (config["steps"],)
+    per_t = [run_at(dict(config, steps=t), repeats, distance=i == 0) for i, t in enumerate(steps)]
+    goals = [g for r in per_t for g in r.pop("goals")] + [long_distance(config)]
+    return {"config": config, "per_t": per_t, "goals": goals}
+
+
+def run_at(config: dict, repeats: int, distance: bool) -> dict:
+    """One T: the timed cases, their errors against autodiff, the goal rows; all distances if ``distance``."""
     cell, params, xs = timing.lstm_problem(config["batch"], config["hidden"], config["inputs"], config["steps"])
     fns = cases(cell, params, xs, config["hops"]) | generic_cases(cell, params, xs, (1, 9))
     ref = fns[AUTODIFF]()
     errors = {name: timing.rel_error(fn(), ref) for name, fn in fns.items()}
     timed = timing.time_cases(fns, repeats=repeats)
-    dist_fns = {GRAD: fns[GRAD], **cases(cell, params, xs, (1,), parts=("distance",))}
-    dist_fns.pop(AUTODIFF)
-    dist = timing.time_cases(dist_fns, repeats=3, warmup=0)
     rows, goals = [], []
     for name, t in timed.items():
         rows.append(
@@ -101,13 +109,18 @@ def run(config: dict, repeats: int) -> dict:
             continue
         for ref_name in (GRAD, AUTODIFF):
             r = timing.ratio(timed, name, ref_name)["median"]
+            case = f"{name} at T={config['steps']}"
             goals.append(
-                {"case": name, "reference": ref_name, "ratio": r, "goal": limit, "verdict": timing.goal(r, limit)}
+                {"case": case, "reference": ref_name, "ratio": r, "goal": limit, "verdict": timing.goal(r, limit)}
             )
-    dname = next(n for n in dist if n != GRAD)
-    distance = {"case": dname, "ms": dist[dname]["ms"], "vs_grad": timing.ratio(dist, dname, GRAD)}
-    goals.append(long_distance(config))
-    return {"config": config, "rows": rows, "goals": goals, "distance": distance}
+    out = {"config": config, "rows": rows, "goals": goals}
+    if distance:
+        dist_fns = {GRAD: fns[GRAD], **cases(cell, params, xs, (1,), parts=("distance",))}
+        dist_fns.pop(AUTODIFF)
+        dist = timing.time_cases(dist_fns, repeats=3, warmup=0)
+        dname = next(n for n in dist if n != GRAD)
+        out["distance"] = {"case": dname, "ms": dist[dname]["ms"], "vs_grad": timing.ratio(dist, dname, GRAD)}
+    return out
 
 
 def long_distance(config: dict) -> dict:
@@ -128,26 +141,29 @@ def long_distance(config: dict) -> dict:
 
 
 def markdown(result: dict) -> str:
-    c = result["config"]
-    body = f"LSTM B={c['batch']}, H={c['hidden']}, I={c['inputs']}, T={c['steps']}, float32, loss = mean(h²).\n\n"
-    body += timing.markdown_table(
-        ["case", "ms", f"÷ {GRAD}", f"÷ {AUTODIFF}", "matmul MACs ÷ grad's (model)", "rel. error vs autodiff"],
-        [
+    body = ""
+    for r_t in result["per_t"]:
+        c = r_t["config"]
+        body += f"LSTM B={c['batch']}, H={c['hidden']}, I={c['inputs']}, T={c['steps']}, float32, loss = mean(h²).\n\n"
+        body += timing.markdown_table(
+            ["case", "ms", f"÷ {GRAD}", f"÷ {AUTODIFF}", "matmul MACs ÷ grad's (model)", "rel. error vs autodiff"],
             [
-                r["case"],
-                timing.fmt_ms(r["ms"]),
-                timing.fmt_ratio(r["vs_grad"]),
-                timing.fmt_ratio(r["vs_autodiff"]),
-                f"{r['matmul_mac_ratio_model']:.2f}",
-                f"{r['rel_error_vs_autodiff']:.1e}",
-            ]
-            for r in result["rows"]
-        ],
-    )
-    d = result["distance"]
-    body += (
-        f"\n\nFor information: {d['case']}: {timing.fmt_ms(d['ms'])} ms, {timing.fmt_ratio(d['vs_grad'])} {GRAD}.\n\n"
-    )
+                [
+                    r["case"],
+                    timing.fmt_ms(r["ms"]),
+                    timing.fmt_ratio(r["vs_grad"]),
+                    timing.fmt_ratio(r["vs_autodiff"]),
+                    f"{r['matmul_mac_ratio_model']:.2f}",
+                    f"{r['rel_error_vs_autodiff']:.1e}",
+                ]
+                for r in r_t["rows"]
+            ],
+        )
+        if "distance" in r_t:
+            d = r_t["distance"]
+            body += f"\n\nFor information: {d['case']} at T={c['steps']}: {timing.fmt_ms(d['ms'])} ms, "
+            body += f"{timing.fmt_ratio(d['vs_grad'])} {GRAD}."
+        body += "\n\n"
     body += "Goals:\n\n" + timing.goals_table(result["goals"])
     return body
 

@@ -126,12 +126,8 @@ def markdown(result: dict) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    args = timing.parse_args(
-        NAME,
-        __doc__.splitlines()[0],
-        argv,
-        extra=lambda p: p.add_argument("--worker", default=None, help="internal: one case as JSON"),
-    )
+    worker = lambda p: p.add_argument("--worker", default=None, help="internal: one case as JSON")
+    args = timing.parse_args(NAME, __doc__.splitlines()[0], argv, extra=worker)
     if args.worker:
         job = json.loads(args.worker)
         print(json.dumps(measure(job["point"], CASES[job["case"]])))

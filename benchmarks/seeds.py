@@ -8,7 +8,8 @@ the keys sharded over the devices with ``shard_map(lax.map)`` and, off CPU, ``ji
 On a CPU the measurement runs in a child process started with
 ``JAX_NUM_CPU_DEVICES=<cores>`` so that the host shows one device per core.
 
-Goal (DESIGN.md): many seeds at least 2× the throughput of the loop (time ratio ≤ 0.5).
+Goal (the cores issue): many seeds at least 1.8× the throughput of the loop on 2 cores (time
+ratio ≤ 1/1.8 = 0.556); DESIGN.md's 2× is the 2-core ceiling.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ NAME = "seeds"
 FULL = {"batch": 8, "hidden": 64, "inputs": 8, "steps": 100, "seeds": (1, 16, 64, 256), "repeats": 5}
 QUICK = {"batch": 2, "hidden": 8, "inputs": 3, "steps": 10, "seeds": (1, 4), "repeats": 3}
 LOOP = "python loop"
-GOAL_RATIO = 0.5
+GOAL_RATIO = round(1 / 1.8, 3)
 
 
 def one_seed(config: dict):
@@ -128,12 +129,7 @@ def markdown(result: dict) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    args = timing.parse_args(
-        NAME,
-        __doc__.splitlines()[0],
-        argv,
-        extra=_extra_args,
-    )
+    args = timing.parse_args(NAME, __doc__.splitlines()[0], argv, extra=_extra_args)
     config = dict(QUICK if args.quick else FULL)
     partial = Path(args.out) / "benchmarks" / f".{NAME}.partial.json"
     if not args.worker:

@@ -63,6 +63,10 @@ class Args:
         """The value for this run's scale."""
         return {"quick": quick, "default": default, "full": full}[self.scale]
 
+    def picks(self, **triples) -> dict:
+        """{name: the value for this run's scale} from name=(quick, default, full)."""
+        return {k: self.pick(*v) for k, v in triples.items()}
+
     def n_seeds(self, quick: int, default: int, full: int) -> int:
         return self.seeds if self.seeds is not None else self.pick(quick, default, full)
 

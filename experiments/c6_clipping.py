@@ -40,16 +40,15 @@ CLIPS = {"no clipping": None, "clip 1.0": 1.0}
 
 
 def sizes(args: C.Args) -> dict:
-    return {
-        "T": args.pick(10, 50, 100),
-        "H": args.pick(4, 16, 64),
-        "batch": args.pick(8, 32, 64),
-        "steps": args.pick(20, 200, 1000),
-        "segment": args.pick(10, 50, 100),
-        "gains": args.pick((4.0,), (1.0, 2.0, 3.0), (1.0, 1.5, 2.0, 3.0, 4.0)),
-        "seeds": args.n_seeds(2, 8, 32),
-        "cells": args.pick(("rnn",), CELLS, CELLS),
-    }
+    return args.picks(
+        T=(10, 50, 100),
+        H=(4, 16, 64),
+        batch=(8, 32, 64),
+        steps=(20, 200, 1000),
+        segment=(10, 50, 100),
+        gains=((4.0,), (1.0, 2.0, 3.0), (1.0, 1.5, 2.0, 3.0, 4.0)),
+        cells=(("rnn",), CELLS, CELLS),
+    ) | {"seeds": args.n_seeds(2, 8, 32)}
 
 
 def diverged(record: dict, arm: str) -> np.ndarray:

@@ -34,17 +34,19 @@ SUCCESS = 0.5
 LE_T = (150, 300)
 
 
+# c8_lag's adding recipe at one lag (so the tanh-RNN point at lr 1e-2 is shared): (quick, default, full)
+SIZES = {
+    "T": (5, 50, 150),
+    "H": (4, 16, 100),
+    "batch": (8, 32, 64),
+    "steps": (20, 600, 10000),
+    "segment": (10, 100, 100),
+    "le_T": ((), (), LE_T),
+}
+
+
 def sizes(args: C.Args) -> dict:
-    """c8_lag's adding recipe at one lag (so the tanh-RNN point at lr 1e-2 is shared)."""
-    return {
-        "T": args.pick(5, 50, 150),
-        "H": args.pick(4, 16, 100),
-        "batch": args.pick(8, 32, 64),
-        "steps": args.pick(20, 600, 10000),
-        "segment": args.pick(10, 100, 100),
-        "seeds": args.n_seeds(2, 8, 16),
-        "le_T": args.pick((), (), LE_T),
-    }
+    return args.picks(**SIZES) | {"seeds": args.n_seeds(2, 8, 16)}
 
 
 def verdict(irnn, tanh_runs) -> S.Decision:

@@ -28,7 +28,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from experiments import _common as C
-from experiments import distributed as D
+from experiments import _distributed as D
 from experiments._train import config_hash
 from gradpaths import train as gt
 
@@ -120,7 +120,7 @@ def run(
         raise ValueError(f"seeds must be an int >= 1, got {seeds!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    D.initialize_from_env()  # many processes (experiments/distributed.py): each runs its share of the points
+    D.initialize_from_env()  # many processes (experiments/_distributed.py): each runs its share of the points
     mine = set(D.my_share(list(points)))
     records, todo = {}, {}
     for name, config in points.items():

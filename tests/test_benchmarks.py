@@ -30,7 +30,8 @@ def test_time_cases_and_ratio_are_per_round():
 def test_decompose_cost_and_frameworks_write_tables(tmp_path):
     res = decompose_cost.run(dict(TINY, hops=(0, 1), long=8), repeats=1)
     assert {g["verdict"] for g in res["goals"]} <= {"MET", "NOT MET"}
-    assert all(r["rel_error_vs_autodiff"] <= 1e-5 for r in res["rows"])
+    assert all(r["rel_error_vs_autodiff"] <= 1e-5 for r in res["per_t"][0]["rows"])
+    assert "distance" in res["per_t"][0]
     md = timing.write(tmp_path, "decompose_cost", "t", timing.mark_quick(res), decompose_cost.markdown(res))
     assert "not a measurement" in md.read_text()
     record = json.loads((tmp_path / "benchmarks" / "decompose_cost.json").read_text())

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments import distributed
+from experiments import _distributed as distributed
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 480  # all processes together; about 14 s of CPU each, but minutes of wall time on loaded cores
@@ -25,7 +25,8 @@ TIMEOUT_S = 480  # all processes together; about 14 s of CPU each, but minutes o
 CHILD = textwrap.dedent(
     """
     import json, sys
-    from experiments import distributed, sweep
+    from experiments import _distributed as distributed
+    from experiments import sweep
     from gradpaths import train
 
     assert distributed.initialize_from_env() == (len(sys.argv) > 2)

@@ -85,7 +85,7 @@ def initialize_from_env() -> bool:
         if "before any JAX" in str(e) or "backend" in str(e):
             raise RuntimeError(
                 "multi-process run requested by the environment, but JAX was already in use in this "
-                "process: call experiments.distributed.initialize_from_env() first thing "
+                "process: call experiments._distributed.initialize_from_env() first thing "
                 f"(before jax.devices() or any computation). JAX said: {e}"
             ) from e
         raise
