@@ -76,7 +76,7 @@ def analyse(cell, params, task, xs, batch):
     t = jnp.arange(n_t)
     p = tasks.last_but(xs)  # [N]
     f_unit = f.mean(-1)  # [N, T]
-    mean_at = lambda v, where, axis=None: jnp.sum(jnp.where(where, v, 0), axis) / jnp.sum(where)
+    mean_at = lambda v, where, axis=None: jnp.sum(jnp.where(where, v, 0), axis) / jnp.sum(where, dtype=v.dtype)
     other = (~is_but) & (t >= 1)
     sent = other & (jnp.argmax(xs, -1) != tasks.NEUTRAL)
     tau = lam0[:, :-1] / lam0[:, 1:]  # τ_t for t = 1..T-1, [N, T-1]

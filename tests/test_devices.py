@@ -3,7 +3,6 @@
 import dataclasses
 import json
 import os
-import re
 import subprocess
 import sys
 
@@ -28,8 +27,10 @@ print(json.dumps({"devices": jax.device_count(), "digest": digest, "loss": np.as
 
 
 def _run(devices: int) -> dict:
-    others = re.sub(r"--xla_force_host_platform_device_count=\S+", "", os.environ.get("XLA_FLAGS", ""))
-    flags = f"{others} --xla_force_host_platform_device_count={devices}".strip()
+    # XLA's own codegen, as `python -m experiments` runs (only the device count set): the test
+    # processes' legacy fusion emitters (tests/conftest.py) compile the 1- and 2-device programs
+    # to results one float32 ulp apart.
+    flags = f"--xla_force_host_platform_device_count={devices}"
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": flags}
     cmd = [sys.executable, "-c", SCRIPT, json.dumps(dataclasses.asdict(CONFIG))]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
