@@ -38,6 +38,7 @@ PAIRS = (("tanh", "sigmoid"), ("relu", "tanh"))  # each difference > 0 when the 
 GAINS = (0.5, 1.0, 1.5)
 FIT_D = (5, 100)
 MARGIN = 0.05  # nats/step: rate differences inside ± MARGIN are equal rates (module docstring)
+EQUAL = "equal"  # a difference decided inside ± MARGIN
 
 
 def profile(cell, params, xs, r):
@@ -49,20 +50,23 @@ def profile(cell, params, xs, r):
 
 
 def at_gain(rates: dict) -> tuple[str, list[S.Decision]]:
-    """rates: {activation: per-seed rates [S]} at one g -> ("holds" | "fails" | "undecided", the two decisions)."""
+    """rates: {activation: per-seed rates [S]} at one g -> (state, the two decisions); the state is
+    "holds", "fails", "fails (equal rates)" (a difference inside ± MARGIN) or "undecided"."""
     parts = []
     for a, b in PAIRS:
         ok = np.isfinite(rates[a]) & np.isfinite(rates[b])
         est = S.bootstrap_diff(rates[a][ok], rates[b][ok], stat="mean", paired=True)
-        parts.append(S.decide(est, what=f"rate({a}) − rate({b})", margin=MARGIN))
+        parts.append(S.decide(est, what=f"rate({a}) − rate({b})", margin=MARGIN, within=EQUAL))
     vs = [p.verdict for p in parts]
-    state = "holds" if all(v == C.SUPPORTED for v in vs) else ("fails" if C.NOT_SUPPORTED in vs else "undecided")
-    return state, parts
+    if all(v == C.SUPPORTED for v in vs):
+        return "holds", parts
+    return ("fails" if C.NOT_SUPPORTED in vs else "fails (equal rates)" if EQUAL in vs else "undecided"), parts
 
 
 def verdict(states: list[str]) -> str:
     """One state per g (see ``at_gain``): the rule in the module docstring."""
-    return P.cases([{"holds": C.SUPPORTED, "fails": C.NOT_SUPPORTED}.get(s, C.INCONCLUSIVE) for s in states])
+    per_g = {"holds": C.SUPPORTED, "fails": C.NOT_SUPPORTED, "fails (equal rates)": C.NOT_SUPPORTED}
+    return P.cases([per_g.get(s, C.INCONCLUSIVE) for s in states])
 
 
 def run(args: C.Args) -> C.Outcome:

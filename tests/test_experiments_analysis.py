@@ -144,6 +144,12 @@ def test_c9_verdict(per_gain, want):
     assert c9_activations.verdict(states) == want
 
 
+def test_c9_equal_rates_are_named_as_such():
+    state, parts = c9_activations.at_gain(_rates(-2, -1, -1.0))
+    assert state == "fails (equal rates)" and parts[1].verdict == c9_activations.EQUAL
+    assert "± 0.05" in parts[1].reason and parts[0].verdict == SUP
+
+
 @pytest.mark.parametrize(
     "largest, want",
     [
