@@ -24,8 +24,15 @@ import gradpaths as gp
 from benchmarks import timing
 
 NAME = "decompose_cost"
-FULL = {"batch": 32, "hidden": 128, "inputs": 8, "steps": (100, 200, 500), "hops": (0, 1, 3, 9), "repeats": 15}
-FULL["long"] = 1000  # by_distance with max_distance at this T
+FULL = {
+    "batch": 32,
+    "hidden": 128,
+    "inputs": 8,
+    "steps": (100, 200, 500),
+    "hops": (0, 1, 3, 9),
+    "repeats": 15,
+    "long": 1000,  # by_distance with max_distance at this T
+}
 QUICK = {"batch": 4, "hidden": 16, "inputs": 3, "steps": 20, "hops": (0, 1, 3, 9), "repeats": 3, "long": 60}
 GOALS = {1: 1.5, 9: 3.0}
 DISTANCE_D, DISTANCE_GOAL = 32, 40.0

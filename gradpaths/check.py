@@ -28,10 +28,15 @@ from gradpaths.unroll import check_cell_members, check_step, forward, is_affine,
 _PARTS = ("step", "distance", "hops", "state", "distance_hops")
 
 
+def _flat(tree) -> np.ndarray:
+    """Every leaf of a pytree, raveled and concatenated on the host."""
+    return np.concatenate([np.ravel(np.asarray(v)) for v in jax.tree.leaves(tree)])
+
+
 def _rel(a, b) -> float:
-    """‖a − b‖ / ‖b‖ over all leaves, on the host (eager jnp would compile a kernel per leaf shape)."""
-    flat = lambda t: np.concatenate([np.ravel(np.asarray(v, np.float64)) for v in jax.tree.leaves(t)])
-    fa, fb = flat(a), flat(b)
+    """‖a − b‖ / ‖b‖ over all leaves, in float64 on the host (eager jnp would compile a kernel
+    per leaf shape)."""
+    fa, fb = _flat(a).astype(np.float64), _flat(b).astype(np.float64)
     return float(np.linalg.norm(fa - fb) / max(np.linalg.norm(fb), np.finfo(np.float64).tiny))
 
 

@@ -193,8 +193,8 @@ def test_by_distance_uses_distance_not_time():
     cell, params, xs = setup("lstm", "float64", batch=())
     tau = 2
     d = gp.decompose(cell, params, xs, lambda hs: hs[tau].sum(), parts=("distance", "step"))
-    assert float(jnp.abs(flat(index(d.by_distance, slice(tau + 1, None)))).max()) == 0.0
-    assert float(jnp.abs(flat(index(d.by_step, slice(tau + 1, None)))).max()) == 0.0
+    assert float(np.abs(flat(index(d.by_distance, slice(tau + 1, None)))).max()) == 0.0
+    assert float(np.abs(flat(index(d.by_step, slice(tau + 1, None)))).max()) == 0.0
     for dist in range(tau + 1):
         assert rel(index(d.by_distance, dist), index(d.by_step, tau - dist)) < 1e-12
 
