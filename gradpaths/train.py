@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -56,6 +56,10 @@ class TrainConfig:
       cell: a name in ``gradpaths.cells.REGISTRY``. hidden_size: H.
       forget_bias, forget_gate, chrono: LSTM options. activation: RNN only.
       recurrent_init: None for the cell's default. recurrent_scale: g.
+      cell_options: any other keyword options of the cell's constructor, as (name, value)
+        pairs, e.g. ``(("sqrt_max_gradient", 1000.0),)`` for RG-LRU (a dict or lists are
+        accepted and stored as a tuple of pairs).
+      layers: L; above 1 the model is ``gp.stack([cell] * L)`` (L layers of the same cell).
       batch_size, steps, segment: steps run in segments of ``segment`` (divides steps).
       optimizer: "adam" | "rmsprop" | "sgd"; lr; clip_norm: None for no clipping.
       h_detach: p, the probability of blocking the hop edges (LSTM: ``gates``) at each step.
@@ -75,6 +79,8 @@ class TrainConfig:
     activation: str = "tanh"
     recurrent_init: str | None = None
     recurrent_scale: float = 1.0
+    cell_options: tuple[tuple[str, Any], ...] = ()
+    layers: int = 1
     batch_size: int = 32
     steps: int = 1000
     segment: int = 100
@@ -89,7 +95,7 @@ class TrainConfig:
     dtype: str = "float32"
 
     def __post_init__(self):
-        for name in ("hidden_size", "batch_size", "steps", "segment", "probe_batch"):
+        for name in ("hidden_size", "layers", "batch_size", "steps", "segment", "probe_batch"):
             _check_int(name, getattr(self, name), 1)
         for name in ("decompose_every", "max_hops", "long_range"):
             _check_int(name, getattr(self, name), 0)
@@ -101,6 +107,13 @@ class TrainConfig:
                 f"decompose_every={self.decompose_every}, segment={self.segment}"
             )
         _check_choice("cell", self.cell, tuple(cells.REGISTRY))
+        opts = self.cell_options
+        opts = tuple(opts.items()) if isinstance(opts, Mapping) else opts
+        if not isinstance(opts, (tuple, list)) or not all(
+            isinstance(o, (tuple, list)) and len(o) == 2 and isinstance(o[0], str) for o in opts
+        ):
+            raise TypeError(f"cell_options must be (name, value) pairs or a dict, got {self.cell_options!r}")
+        object.__setattr__(self, "cell_options", tuple(tuple(o) for o in opts))  # hashable; JSON gives lists
         _check_choice("optimizer", self.optimizer, tuple(OPTIMIZERS))
         _check_choice("dtype", self.dtype, tuple(DTYPES))
         if not isinstance(self.lr, (int, float)) or not self.lr > 0:
@@ -129,13 +142,16 @@ _CELL_OPTIONS = ("forget_bias", "forget_gate", "chrono", "activation", "recurren
 
 def make_cell(config: TrainConfig):
     """The cell the config describes: ``cells.REGISTRY[config.cell](hidden_size, **options)``,
-    passing only the cell options that differ from TrainConfig's defaults."""
+    passing the cell options that differ from TrainConfig's defaults and ``cell_options``;
+    ``gp.stack`` of ``layers`` copies when layers > 1."""
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     options = {k: getattr(config, k) for k in _CELL_OPTIONS if getattr(config, k) != defaults[k]}
+    options |= dict(config.cell_options)
     try:
-        return cells.REGISTRY[config.cell](config.hidden_size, **options)
+        cell = cells.REGISTRY[config.cell](config.hidden_size, **options)
     except TypeError as e:
         raise ValueError(f"cell={config.cell!r} does not take the option(s) {sorted(options)}: {e}") from e
+    return cell if config.layers == 1 else cells.stack([cell] * config.layers)
 
 
 class TrainState(NamedTuple):

@@ -186,6 +186,10 @@ def test_sharded_train_matches_the_host_segment_loop():
         ({"cell": "irnn", "recurrent_init": "gaussian"}, ValueError, "irnn.*does not take.*recurrent_init"),
         ({"cell": "gru", "forget_gate": False}, ValueError, "gru.*does not take.*forget_gate"),
         ({"task": "nope"}, ValueError, "unknown task"),
+        ({"layers": 0}, ValueError, "layers"),
+        ({"cell_options": "c=8"}, TypeError, "cell_options must be"),
+        ({"cell_options": (("c",),)}, TypeError, "cell_options must be"),
+        ({"cell": "rglru", "cell_options": (("no_such", 1),)}, ValueError, "rglru.*does not take.*no_such"),
     ],
 )
 def test_bad_configs_raise(kwargs, error, match):
@@ -210,3 +214,30 @@ def test_h_detach_carried_in_the_state_equals_the_config_value():
         want, _ = ref_runner.run_segment(ref_runner.init(KEYS3))
         for x, y in zip(jax.tree.leaves(got.params), jax.tree.leaves(want.params)):
             np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
+
+
+def test_layers_and_cell_options_build_the_model_they_name():
+    """layers=2 trains gp.stack([cell] * 2) (h-detach blocks both layers' hop edges); cell_options
+    reach the constructor. Same loss and gradient as the model built by hand."""
+    cfg = dataclasses.replace(SMALL, layers=2, h_detach=1.0)
+    cell = train.make_cell(cfg)
+    assert cell == gp.stack([gp.lstm(4, recurrent_init="gaussian")] * 2)
+    rg = train.TrainConfig(cell="rglru", cell_options={"sqrt_max_gradient": 1e3})
+    assert train.make_cell(rg) == gp.rglru(32, sqrt_max_gradient=1e3)
+    assert rg.cell_options == (("sqrt_max_gradient", 1e3),)
+    assert train.TrainConfig(**json.loads(json.dumps(dataclasses.asdict(rg)))) == rg  # a config read back from JSON
+    trainer = train.make_trainer(cfg)
+    state = trainer.init(jax.random.key(0))
+    assert len(state.params["cell"]) == 2
+    batch = trainer.task.sample(jax.random.key(1), 3)
+
+    def by_hand(params):  # p = 1: every hop edge of both layers blocked at every step
+        scales = {e: jnp.zeros(batch.inputs.shape[1]) for e in ("0.gates", "1.gates")}
+        hs = gp.unroll(cell, params["cell"], batch.inputs, scales=scales)
+        return tasks.loss_and_accuracy(trainer.task, hs @ params["readout"]["W"] + params["readout"]["b"], batch)[0]
+
+    (loss, _), grads = trainer.loss_and_grad(state.params, batch, jax.random.key(2))
+    want, want_g = jax.value_and_grad(by_hand)(state.params)
+    np.testing.assert_allclose(loss, want, rtol=1e-6)
+    for x, y in zip(jax.tree.leaves(grads), jax.tree.leaves(want_g)):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7)
