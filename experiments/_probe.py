@@ -1,11 +1,12 @@
-"""Shared parts of the at-initialisation gradient experiments (C2-C7, C9, C10, distance_hops_map).
+"""Shared parts of the at-initialisation gradient experiments (C2-C7, C9, C10, distance_hops_map), and C10's probe.
 
 - ``draws``: n independent (params, inputs [B, T, I], unit readout r) for a cell, seeds on
   the leading axis; ``over_seeds_and``: jit(vmap) of a measurement over seeds × a sweep;
 - ``lstm_bias_sweep``: the LSTM forget-bias sweep (the joint distance × hop table from
   ``gp.decompose``) that C5, C7 and distance_hops_map read, cached per setting;
 - ``band``: a median line with its 25-75 % band across seeds, for figures;
-- ``ci``: the 95 % bootstrap interval of a per-seed statistic (``experiments._stats``).
+- ``ci``: the 95 % bootstrap interval of a per-seed statistic (``experiments._stats``);
+- C10's ``HIGHWAY_ONLY`` cells, ``matched`` widths (parameter counts) and ``long_range`` probe.
 """
 
 from __future__ import annotations
@@ -171,3 +172,63 @@ def fit_decay(norms, **kw):
     ``jax_numpy_dtype_promotion="strict"`` (reported to the library's owner); results as numpy arrays."""
     with jax.numpy_dtype_promotion("standard"):
         return jax.tree.map(np.asarray, gp.fit_decay_rate(norms, **kw))
+
+
+# ----------------------------------------------------------------------------- C10: highway-only cells
+
+HIGHWAY_ONLY = ("mingru", "minlstm", "lru", "rglru", "mlstm", "s6")  # registry names; C10's two halves
+# Options as these cells are trained in practice, in both halves: recurrentgemma trains RG-LRU with a bounded
+# derivative of √(1 − a²) (the exact one diverged on copy); xLSTM's mLSTM layers use 4 heads.
+OPTIONS = {"rglru": (("sqrt_max_gradient", 1000.0),), "mlstm": (("num_heads", 4),)}
+
+
+def width_multiple(name: str) -> int:
+    """Widths a cell accepts are multiples of this (its number of heads)."""
+    return dict(OPTIONS.get(name, ())).get("num_heads", 1)
+
+
+def n_params(cell, n_i: int) -> int:
+    return sum(x.size for x in jax.tree.leaves(jax.eval_shape(lambda: cell.init(jax.random.key(0), n_i))))
+
+
+def matched(make, target: int, n_i: int, multiple: int = 1, h_max: int = 1024):
+    """``make(H)`` at the H (a multiple of ``multiple``) whose parameter count is closest to ``target``
+    (counts grow with H)."""
+    lo, hi = 1, h_max // multiple
+    while hi - lo > 1:  # the smallest m with count(m · multiple) >= target lies in (lo, hi]
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if n_params(make(mid * multiple), n_i) < target else (lo, mid)
+    return min((make(m * multiple) for m in (lo, hi)), key=lambda c: abs(n_params(c, n_i) - target))
+
+
+def long_range(cell, params, xs, loss, max_d: int) -> dict:
+    """What C10 reads from one batch, for a ``loss(hs)`` on the **last step only**:
+
+    - share ‖G_{d≥D}‖ / ‖g‖ and norm ‖G_{d≥D}‖ (``gp.decompose``'s last distance bucket, O(T·D));
+    - layer_share: each layer's part of ‖G_{d≥D}‖ (one entry for a single cell), and layer_time:
+      ‖∂L/∂s_t‖ per layer and step (the time × depth map);
+    - log_gap, for a real elementwise highway z_t = a_t ⊙ z_{t-1} + b_t (a cell whose ``coefficients(θ, x)``
+      gives a real a_t shaped like its ``highway`` edge: minGRU, minLSTM, RG-LRU, S6): max |Δ log| between
+      the highway adjoint ‖λ_t‖ and its prediction from Σ log a_t (``analysis.highway_log_prediction``),
+      exact for a last-step loss since no other edge feeds λ.
+    """
+    n_t = xs.shape[-2]
+    d = gp.decompose(cell, params, xs, loss, max_hops=0, parts=("distance", "state"), max_distance=max_d)
+    g_DP = A.flat_lead(d.by_distance)
+    out = {"share": jnp.linalg.norm(g_DP[-1]) / jnp.linalg.norm(g_DP.sum(0)), "norm": jnp.linalg.norm(g_DP[-1])}
+    layers = lambda tree: tree if isinstance(params, tuple) else (tree,)  # a stack's parts are per layer
+    out["layer_share"] = jnp.stack([jnp.linalg.norm(A.flat_lead(p)[-1]) for p in layers(d.by_distance)])
+    out["layer_share"] = out["layer_share"] / jnp.linalg.norm(g_DP[-1])
+    out["layer_time"] = jnp.stack(
+        [jnp.linalg.norm(A.flat_lead(s).reshape(n_t, -1), axis=-1) for s in layers(d.state_grads)]
+    )
+    if hasattr(cell, "coefficients") and not hasattr(cell, "stabiliser"):  # mLSTM's need its stabiliser
+        lam = cell.read(jax.tree.map(lambda v: v[:, 0], d.state_grads))["highway"]  # [T, B, ...]
+        a = jax.vmap(jax.vmap(lambda x: cell.coefficients(params, x)[0]["highway"]))(jnp.swapaxes(xs, 0, 1))
+        if isinstance(a, jax.Array) and a.shape == lam.shape and not jnp.iscomplexobj(a):
+            flat = lambda v: v.reshape(n_t, v.shape[1], -1).astype(jnp.float64)  # [T, B, state]
+            lam, a = flat(lam), flat(a)
+            pred = A.highway_log_prediction(jnp.log(a), lam[n_t - 2])
+            meas_n, pred_n = jnp.linalg.norm(lam[: n_t - 1], axis=-1), jnp.linalg.norm(pred, axis=-1)
+            out["log_gap"] = A.max_log_gap(meas_n, pred_n, A.underflow_floor(xs.dtype))
+    return out

@@ -18,7 +18,7 @@ Rule (the init half of CLAIMS.md C10, written before running): per highway-only 
 difference of median log shares (cell − LSTM) gets a 95 % bootstrap interval over seeds;
 the cell keeps at least the LSTM's long-range gradient if it lies above 0, less if below,
 undecided otherwise; verdict over the cells by ``_probe.cases``. The training half (copy
-at a length where the tanh RNN stays at the baseline) is not run here.
+at a length where the tanh RNN stays at the baseline) is ``c10_training``; the report combines both.
 """
 
 from __future__ import annotations
@@ -33,47 +33,16 @@ from experiments import _probe as P
 from experiments import _stats as S
 from gradpaths import analysis as A
 from gradpaths.cells import REGISTRY
-from gradpaths.cells.gated_linear import LinearRecurrence
 
 CLAIM, NAME = "C10", "c10_modern"
 TITLE = "C10 at init: long-range gradients of highway-only cells against the LSTM"
-HIGHWAY_ONLY = ("mingru", "minlstm", "lru", "rglru", "mlstm", "s6")
+HIGHWAY_ONLY = P.HIGHWAY_ONLY
 REFERENCES = ("lstm", "rnn")
 
 
-def n_params(cell, n_i: int) -> int:
-    return sum(x.size for x in jax.tree.leaves(jax.eval_shape(lambda: cell.init(jax.random.key(0), n_i))))
-
-
-def matched(make, target: int, n_i: int, h_max: int = 1024):
-    """``make(H)`` at the H whose parameter count is closest to ``target`` (counts grow with H)."""
-    lo, hi = 1, h_max
-    while hi - lo > 1:  # the smallest H with count(H) >= target lies in (lo, hi]
-        mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if n_params(make(mid), n_i) < target else (lo, mid)
-    return min((make(h) for h in (lo, hi)), key=lambda c: abs(n_params(c, n_i) - target))
-
-
-def measure(cell, params, xs, r, max_d: int):
-    """Long-range share and norm, and (elementwise real highways) the highway log-norm gap, for one batch."""
-    n_t = xs.shape[-2]
-    loss = lambda hs: A.readout_loss(hs, r, A.last_step(n_t, xs.dtype))
-    d = gp.decompose(cell, params, xs, loss, max_hops=0, parts=("distance", "state"), max_distance=max_d)
-    g_DP = A.flat_lead(d.by_distance)
-    out = {"share": jnp.linalg.norm(g_DP[-1]) / jnp.linalg.norm(g_DP.sum(0)), "norm": jnp.linalg.norm(g_DP[-1])}
-    layers = lambda tree: tree if isinstance(params, tuple) else (tree,)  # a stack's parts are per layer
-    out["layer_share"] = jnp.stack([jnp.linalg.norm(A.flat_lead(p)[-1]) for p in layers(d.by_distance)])
-    out["layer_share"] = out["layer_share"] / jnp.linalg.norm(g_DP[-1])
-    out["layer_time"] = jnp.stack(
-        [jnp.linalg.norm(A.flat_lead(s).reshape(n_t, -1), axis=-1) for s in layers(d.state_grads)]
-    )
-    if getattr(type(cell), "mul", None) is LinearRecurrence.mul:
-        a = jax.vmap(jax.vmap(lambda x: cell.coefficients(params, x)[0]["highway"]))(jnp.swapaxes(xs, 0, 1))
-        lam = cell.read(jax.tree.map(lambda v: v[:, 0], d.state_grads))["highway"].astype(jnp.float64)  # [T, B, H]
-        pred = A.highway_log_prediction(jnp.log(a.astype(jnp.float64)), lam[n_t - 2])
-        meas_n, pred_n = jnp.linalg.norm(lam[: n_t - 1], axis=-1), jnp.linalg.norm(pred, axis=-1)
-        out["log_gap"] = A.max_log_gap(meas_n, pred_n, A.underflow_floor(xs.dtype))
-    return out
+def measure(cell, params, xs, r, max_d: int) -> dict:
+    """``_probe.long_range`` for the loss r·y_{T-1}."""
+    return P.long_range(cell, params, xs, lambda hs: A.readout_loss(hs, r, A.last_step(xs.shape[-2], xs.dtype)), max_d)
 
 
 def verdict(log_share: dict[str, np.ndarray]) -> tuple[str, dict[str, S.Decision]]:
@@ -92,13 +61,14 @@ def verdict(log_share: dict[str, np.ndarray]) -> tuple[str, dict[str, S.Decision
 def run(args: C.Args) -> C.Outcome:
     n_t, h_lstm, n_b, max_d = args.pick((40, 8, 2, 20), (160, 16, 2, 100), (600, 128, 16, 100))
     n_seeds, n_i, dtype = args.n_seeds(3, 8, 32), 4, jnp.float64  # float64: shares far below float32's range
-    target = n_params(gp.lstm(h_lstm), n_i)
+    target = P.n_params(gp.lstm(h_lstm), n_i)
     names = args.pick(("lstm", "mingru", "lru"), (*REFERENCES, *HIGHWAY_ONLY), (*REFERENCES, *HIGHWAY_ONLY))  # compiles
-    cells = {k: matched(REGISTRY[k], target, n_i) for k in names if k in REGISTRY}
+    make = lambda k: lambda hh: REGISTRY[k](hh, **dict(P.OPTIONS.get(k, ())))
+    cells = {k: P.matched(make(k), target, n_i, P.width_multiple(k)) for k in names if k in REGISTRY}
     h = {k: c.hidden_size for k, c in cells.items()}
     two_lstm = gp.stack([gp.lstm(h_lstm // 2 + 2)] * 2)
-    two = lambda make: matched(lambda hh: gp.stack([make(hh)] * 2), n_params(two_lstm, n_i), n_i)
-    cells["2×minGRU"] = two(REGISTRY["mingru"]) if "mingru" in cells else None
+    two = lambda make: P.matched(lambda hh: gp.stack([make(hh)] * 2), P.n_params(two_lstm, n_i), n_i)
+    cells["2×minGRU"] = two(make("mingru")) if "mingru" in cells else None
     cells["2×LSTM"] = None if args.quick else two_lstm
     cells = {k: c for k, c in cells.items() if c is not None}
     res = {}
@@ -106,28 +76,28 @@ def run(args: C.Args) -> C.Outcome:
         data = P.draws(cell, jax.random.key(100 + i), n_seeds, n_i, n_b, n_t, dtype)
         res[k] = P.over_seeds_and(lambda p, x, r, _, cell=cell: measure(cell, p, x, r, max_d), data, jnp.zeros(1))
         res[k] = jax.tree.map(lambda v: v[:, 0], res[k])
-        C.progress(f"  C10 {k}: {n_params(cell, n_i)} parameters, {n_seeds} seeds done")
+        C.progress(f"  C10 {k}: {P.n_params(cell, n_i)} parameters, {n_seeds} seeds done")
     log_share = {k: np.log(np.maximum(res[k]["share"], 1e-300)) for k in cells}
     v, parts = verdict(log_share)
     share = {k: P.ci(res[k]["share"]) for k in cells}
     gap = {k: float(np.max(res[k]["log_gap"])) for k in cells if "log_gap" in res[k]}
     headline = (
-        f"init half only (training not run): ‖G_d≥{max_d}‖/‖g‖ median, n={n_seeds}: "
+        f"at init: ‖G_d≥{max_d}‖/‖g‖ median, n={n_seeds}: "
         + ", ".join(f"{k} {C.fmt(share[k].value)}" for k in cells if "×" not in k)
         + "; log-ratio to the LSTM [95% CI]: "
         + ", ".join(f"{k} {P.brief(p)}" for k, p in parts.items())
     )
     rows = "\n".join(
-        f"| {k} | {h.get(k, '—')} | {n_params(c, n_i)} | {share[k].text()} | {C.fmt(np.median(res[k]['norm']))} | "
+        f"| {k} | {h.get(k, '—')} | {P.n_params(c, n_i)} | {share[k].text()} | {C.fmt(np.median(res[k]['norm']))} | "
         + (f"{parts[k].verdict} ({P.brief(parts[k])})" if k in parts else "reference")
         + f" | {C.fmt(gap[k]) if k in gap else 'n/a'} |"
         for k, c in cells.items()
     )  # fmt: skip
     summary = (
         f"T={n_t}, batch {n_b}, {n_seeds} seeds, float64, loss r·y_{{T-1}}, long range d ≥ {max_d} "
-        f"(``max_distance={max_d}``), parameters matched to the LSTM (H={h_lstm}, {target}). Init half of C10 only; "
-        "the training half (copy where the tanh RNN stays at the baseline) is not run here, so this verdict is "
-        "about initialisation.\n\n| cell | H | parameters | long-range share median [95% CI] | ‖G_d≥D‖ median | "
+        f"(``max_distance={max_d}``), parameters matched to the LSTM (H={h_lstm}, {target}). The init half of C10; "
+        "the training half is c10_training.\n\n"
+        "| cell | H | parameters | long-range share median [95% CI] | ‖G_d≥D‖ median | "
         "keeps ≥ the LSTM's (log-ratio [95% CI]) | max abs Δ log, highway adjoint vs Σ log a |\n"
         + "|---|---|---|---|---|---|---|\n"
         + rows
