@@ -1,6 +1,16 @@
 """Runs every claim experiment and writes DIR/REPORT.md.
 
     python -m experiments [--quick | --scale full] [--seeds N] [--out DIR] [--float64] [--only C1,C4] [--fresh]
+                          [--workers N]
+
+Experiments run in ``--workers`` processes (default: one per core), each pinned to one core
+with one XLA host device and taking the next group of experiments from a queue, heaviest
+first; a group holds the experiments that share a cached computation or read another's
+result, in order. Compiles are single-threaded, so one process on every core leaves a core
+idle while it compiles; two processes with every core each oversubscribe them (measured:
+C8 took 2.6× its solo time beside C5). ``--quick`` also compiles as the
+tests do (``QUICK_FLAGS``: no backend optimisation, XLA:CPU's older fusion emitters; 2-4×
+faster compiles; float32 results may differ from the default codegen in the last bits).
 
 Finished experiments (a results.json at the same scale, seeds and dtype, written by the
 same code: ``_common.code_version``, a hash of the experiment module, the shared
@@ -10,14 +20,14 @@ resumes; results that older code wrote are recomputed; ``--fresh`` recomputes ev
 
 from __future__ import annotations
 
+import concurrent.futures
 import importlib
 import json
+import multiprocessing
+import os
 import sys
 import time
-import traceback
 from pathlib import Path
-
-import jax
 
 from experiments import _common as C
 
@@ -37,9 +47,22 @@ REGISTRY = (
     ("C9", "c9_activations"),
     ("C9", "c9_irnn"),
     ("C10", "c10_modern"),
+    ("C10", "c10_training"),
     ("", "hdetach"),
     ("", "paths_training"),
     ("", "distance_hops_map"),
+)
+
+# Experiments that share a cached computation (the LSTM forget-bias sweep; C8's adding points)
+# or read another's result (c6_clipping shows c6_explosion's): one process runs each group, in order.
+GROUPS = (("c5_paths", "c7_forget_bias", "distance_hops_map"), ("c8_lag", "c9_irnn"), ("c6_explosion", "c6_clipping"))
+# Started first (the slowest at default scale, 2026-12-03: 110-200 s each); the rest in REGISTRY order.
+HEAVY = ("c10_training", "c5_paths", "c8_lag", "c10_modern", "hdetach")
+# --quick is compile-bound: the tests' fast-compile flags (README, "Compile time on CPU"); a flag set in XLA_FLAGS wins
+QUICK_FLAGS = (
+    "--xla_backend_optimization_level=0",
+    "--xla_llvm_disable_expensive_passes=true",
+    "--xla_cpu_use_fusion_emitters=false",
 )
 
 STATEMENTS = {
@@ -140,40 +163,66 @@ def report(args: C.Args, outcomes: list[C.Outcome], failures: dict[str, str], wa
     return "\n".join(text) + "\n"
 
 
+def groups(names: list[str]) -> list[tuple[str, ...]]:
+    """``names`` as the groups that run in one process (``GROUPS``; others alone): ``HEAVY`` first, then
+    in REGISTRY order."""
+    order = [n for _, n in REGISTRY]
+    out = [tuple(n for n in g if n in names) for g in GROUPS]
+    out = [g for g in out if g] + [(n,) for n in names if not any(n in g for g in GROUPS)]
+    heavy = lambda g: min((HEAVY.index(n) for n in g if n in HEAVY), default=len(HEAVY))
+    return sorted(out, key=lambda g: (heavy(g), order.index(g[0])))
+
+
+def run_groups(args: C.Args, todo: list[tuple[str, ...]], workers: int):
+    """Yields ``_common.run_group``'s results: in this process (every core) for one worker or one group,
+    else from a pool of fresh processes, each pinned to one core (``_common.pin_worker``)."""
+    claims = dict((n, c) for c, n in REGISTRY)
+    todo = [tuple((claims[n], n) for n in g) for g in todo]
+    if workers == 1 or len(todo) <= 1:
+        yield from (C.run_group(args, g) for g in todo)
+        return
+    ctx = multiprocessing.get_context("spawn")  # a fresh JAX per process: no forked runtime threads
+    n = min(workers, len(todo))
+    cores, slots = C.core_ids(), ctx.Queue()
+    for i in range(n):
+        slots.put(cores[i % len(cores)])
+    with concurrent.futures.ProcessPoolExecutor(n, mp_context=ctx, initializer=C.pin_worker, initargs=(slots,)) as pool:
+        futures = [pool.submit(C.run_group, args, g) for g in todo]
+        yield from (f.result() for f in concurrent.futures.as_completed(futures))
+
+
 def main(argv=None) -> int:
     p = C.parser(__doc__.splitlines()[0])
     p.add_argument("--only", default="", help="comma-separated claims or experiment names to run")
     p.add_argument("--fresh", action="store_true", help="recompute finished experiments")
+    p.add_argument("--workers", type=int, default=C.cores(), help="processes running experiments (default: cores)")
     ns = p.parse_args(argv)
     args = C.args_from(ns)
-    C.setup_jax(Path(args.out) / ".jax_cache")
+    if ns.workers < 1:
+        raise SystemExit(f"--workers must be >= 1, got {ns.workers}")
+    if args.quick:  # before any JAX backend starts; the workers inherit it
+        flags = os.environ.get("XLA_FLAGS", "")
+        os.environ["XLA_FLAGS"] = " ".join([flags, *(f for f in QUICK_FLAGS if f.split("=")[0] not in flags)]).strip()
     only = {s.strip() for s in ns.only.split(",") if s.strip()}
     mods = [(c, m) for c, m in available() if not only or c in only or m.NAME in only]
     t0 = time.perf_counter()
-    outcomes, failures = [], {}
-    for i, (claim, mod) in enumerate(mods, 1):
-        label = f"[{i}/{len(mods)}] {claim or '--'} {mod.NAME}"
+    outcomes, todo = {}, []
+    for claim, mod in mods:
         old = None if ns.fresh else reuse(args, mod.NAME)
-        if old is not None:
-            C.progress(f"{label}: reusing finished result ({old.verdict}); --fresh recomputes")
-            outcomes.append(old)
+        if old is None:
+            todo.append(mod.NAME)
             continue
-        C.progress(f"{label}: running ({args.scale})")
-        t1 = time.perf_counter()
-        try:
-            o = mod.run(args)
-        except Exception as e:  # one broken experiment must not lose the others' work
-            traceback.print_exc()
-            failures[mod.NAME] = f"{type(e).__name__}: {e}"
-            continue
-        finally:
-            jax.clear_caches()  # each executable holds memory maps; one process runs them all (docs/hang.md)
-        outcomes.append(o)
-        C.progress(f"{label}: {o.verdict} — {o.headline} ({time.perf_counter() - t1:.1f} s)")
+        C.progress(f"{claim or '--'} {mod.NAME}: reusing finished result ({old.verdict}); --fresh recomputes")
+        outcomes[mod.NAME] = old
+    failures = {}
+    for done, failed in run_groups(args, groups(todo), ns.workers):
+        outcomes |= done
+        failures |= failed
     wall = time.perf_counter() - t0
     chosen = {m.NAME for _, m in mods}
-    kept = [o for _, m in available() if m.NAME not in chosen and (o := reuse(args, m.NAME)) is not None]
-    outcomes = kept + outcomes  # the report keeps finished results of experiments not run this time
+    kept = {m.NAME: o for _, m in available() if m.NAME not in chosen and (o := reuse(args, m.NAME)) is not None}
+    outcomes = outcomes | kept  # the report keeps finished results of experiments not run this time
+    outcomes = [outcomes[m.NAME] for _, m in available() if m.NAME in outcomes]  # REGISTRY order
     path = Path(args.out) / "REPORT.md"
     C.atomic_write(path, report(args, outcomes, failures, wall))
     print(f"wrote {path} ({len(outcomes)} experiments, {len(failures)} failed, {wall:.0f} s)")

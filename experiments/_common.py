@@ -30,9 +30,28 @@ def use_every_core() -> None:
     module calls it on import. The old ``--xla_cpu_multi_thread_eigen=false`` workaround is
     gone: the hang it was meant for was batched LAPACK QR, not Eigen (docs/hang.md)."""
     flags = os.environ.get("XLA_FLAGS", "")
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    if "xla_force_host_platform_device_count" not in flags and cores > 1:
-        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={cores}".strip()
+    if "xla_force_host_platform_device_count" not in flags and cores() > 1:
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={cores()}".strip()
+
+
+def core_ids() -> list[int]:
+    """The cores this process may run on."""
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+
+
+def cores() -> int:
+    return len(core_ids())
+
+
+def pin_worker(slots) -> None:
+    """Process-pool initializer: this worker runs on the core it takes from ``slots``, with one XLA host
+    device (set before JAX starts its backend; the parent's device count is replaced)."""
+    core = slots.get()
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {core})
+    flags = os.environ.get("XLA_FLAGS", "").split()
+    flags = [f for f in flags if not f.startswith("--xla_force_host_platform_device_count")]
+    os.environ["XLA_FLAGS"] = " ".join(flags)
 
 
 use_every_core()
@@ -157,6 +176,32 @@ def main(module) -> Outcome:
         f"[{time.perf_counter() - t0:.1f} s, {args.dir(module.NAME)}]"
     )
     return outcome
+
+
+def run_group(args: Args, group: tuple[tuple[str, str], ...]) -> tuple[dict, dict]:
+    """Runs the (claim, name) experiments in order in this process: ({name: Outcome}, {name: error}).
+    One broken experiment does not lose the others' work."""
+    import importlib
+    import traceback
+
+    import jax
+
+    setup_jax(Path(args.out) / ".jax_cache")
+    outcomes, failures = {}, {}
+    for claim, name in group:
+        label = f"{claim or '--'} {name}"
+        progress(f"{label}: running ({args.scale})")
+        t1 = time.perf_counter()
+        try:
+            outcomes[name] = o = importlib.import_module(f"experiments.{name}").run(args)
+        except Exception as e:
+            traceback.print_exc()
+            failures[name] = f"{type(e).__name__}: {e}"
+            continue
+        finally:
+            jax.clear_caches()  # each executable holds memory maps; one process runs many (docs/hang.md)
+        progress(f"{label}: {o.verdict} — {o.headline} ({time.perf_counter() - t1:.1f} s)")
+    return outcomes, failures
 
 
 # ----------------------------------------------------------------------------- output

@@ -64,7 +64,7 @@ def test_c1_and_c4_end_to_end_and_report_resumes(tmp_path, monkeypatch):
     def boom(args):
         raise AssertionError("a finished experiment was recomputed")
 
-    monkeypatch.setattr(c4_cec, "run", boom)
+    monkeypatch.setattr(c4_cec, "run", boom)  # one group runs in this process (more: in spawned workers)
     assert runner.main(["--quick", "--only", "C4", "--out", str(tmp_path)]) == 0
     assert "c4_cec/c4_highway.png" in (tmp_path / "REPORT.md").read_text()
     # --fresh recomputes; a failing experiment is reported, not fatal
@@ -72,7 +72,23 @@ def test_c1_and_c4_end_to_end_and_report_resumes(tmp_path, monkeypatch):
     assert "FAILED (c4_cec)" in (tmp_path / "REPORT.md").read_text()
 
 
+def test_groups_keep_shared_work_together_heaviest_first():
+    names = ["c1_exact", "c6_explosion", "c6_clipping", "c9_irnn", "c10_training", "c4_cec"]
+    assert runner.groups(names) == [
+        ("c10_training",),
+        ("c1_exact",),
+        ("c4_cec",),
+        ("c6_explosion", "c6_clipping"),  # c6_clipping reads c6_explosion's result
+        ("c9_irnn",),
+    ]
+    registry = [n for _, n in runner.REGISTRY]
+    assert sorted(n for g in runner.groups(registry) for n in g) == sorted(registry)
+    assert all(n in registry for g in (*runner.GROUPS, runner.HEAVY) for n in g)
+
+
 def test_cli_rejects_bad_flags():
+    with pytest.raises(SystemExit):
+        runner.main(["--quick", "--workers", "0"])
     with pytest.raises(SystemExit):
         C.parse_args("x", ["--quick", "--scale", "full"])
     with pytest.raises(SystemExit):
