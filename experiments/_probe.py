@@ -204,7 +204,8 @@ def matched(make, target: int, n_i: int, multiple: int = 1, h_max: int = 1024):
 def long_range(cell, params, xs, loss, max_d: int) -> dict:
     """What C10 reads from one batch, for a ``loss(hs)`` on the **last step only**:
 
-    - share ‖G_{d≥D}‖ / ‖g‖ and norm ‖G_{d≥D}‖ (``gp.decompose``'s last distance bucket, O(T·D));
+    - share ‖G_{d≥D}‖ / ‖g‖ and norm ‖G_{d≥D}‖: for a last-step loss d = T−1−t, so G_{d≥D} is the sum
+      of ``by_step`` over t ≤ T−1−D (one reverse pass; a distance split would carry D adjoints);
     - layer_share: each layer's part of ‖G_{d≥D}‖ (one entry for a single cell), and layer_time:
       ‖∂L/∂s_t‖ per layer and step (the time × depth map);
     - log_gap, for a real elementwise highway z_t = a_t ⊙ z_{t-1} + b_t (a cell whose ``coefficients(θ, x)``
@@ -213,12 +214,12 @@ def long_range(cell, params, xs, loss, max_d: int) -> dict:
       exact for a last-step loss since no other edge feeds λ.
     """
     n_t = xs.shape[-2]
-    d = gp.decompose(cell, params, xs, loss, max_hops=0, parts=("distance", "state"), max_distance=max_d)
-    g_DP = A.flat_lead(d.by_distance)
-    out = {"share": jnp.linalg.norm(g_DP[-1]) / jnp.linalg.norm(g_DP.sum(0)), "norm": jnp.linalg.norm(g_DP[-1])}
+    d = gp.decompose(cell, params, xs, loss, max_hops=0, parts=("step", "state"))
+    far = lambda tree: A.flat_lead(tree)[: n_t - max_d].sum(0)  # G_{d≥D}: steps t ≤ T−1−D
+    total = jnp.linalg.norm(A.flat_lead(d.by_step).sum(0))
+    out = {"share": jnp.linalg.norm(far(d.by_step)) / total, "norm": jnp.linalg.norm(far(d.by_step))}
     layers = lambda tree: tree if isinstance(params, tuple) else (tree,)  # a stack's parts are per layer
-    out["layer_share"] = jnp.stack([jnp.linalg.norm(A.flat_lead(p)[-1]) for p in layers(d.by_distance)])
-    out["layer_share"] = out["layer_share"] / jnp.linalg.norm(g_DP[-1])
+    out["layer_share"] = jnp.stack([jnp.linalg.norm(far(p)) for p in layers(d.by_step)]) / out["norm"]
     out["layer_time"] = jnp.stack(
         [jnp.linalg.norm(A.flat_lead(s).reshape(n_t, -1), axis=-1) for s in layers(d.state_grads)]
     )

@@ -4,8 +4,8 @@ Setting: each highway-only cell in ``gradpaths.cells.REGISTRY`` (minGRU, minLSTM
 RG-LRU, mLSTM, S6; every within-layer temporal path is its elementwise highway), the LSTM
 (b_f = 1) and the tanh RNN, each at the hidden size whose parameter count is closest to
 the LSTM's (matched parameters), inputs N(0, 1), a random unit readout r of the output,
-loss r·y_{T-1}. ``gp.decompose(..., parts=("distance", "state"), max_distance=D)`` gives
-G_{d≥D} (its last distance bucket) at O(T·D). Measured per seed:
+loss r·y_{T-1}; for this last-step loss G_{d≥D} is the sum of ``by_step`` over t ≤ T−1−D
+(``_probe.long_range``, one reverse pass). Measured per seed:
 
 - the long-range share ‖G_{d≥D}‖ / ‖g‖ (scale-free: absolute norms depend on each cell's
   output scale, so the share is what is compared; the absolute norm is reported beside it);
@@ -95,7 +95,7 @@ def run(args: C.Args) -> C.Outcome:
     )  # fmt: skip
     summary = (
         f"T={n_t}, batch {n_b}, {n_seeds} seeds, float64, loss r·y_{{T-1}}, long range d ≥ {max_d} "
-        f"(``max_distance={max_d}``), parameters matched to the LSTM (H={h_lstm}, {target}). The init half of C10; "
+        f"parameters matched to the LSTM (H={h_lstm}, {target}). The init half of C10; "
         "the training half is c10_training.\n\n"
         "| cell | H | parameters | long-range share median [95% CI] | ‖G_d≥D‖ median | "
         "keeps ≥ the LSTM's (log-ratio [95% CI]) | max abs Δ log, highway adjoint vs Σ log a |\n"

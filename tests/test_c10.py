@@ -13,6 +13,7 @@ from experiments import _common as C
 from experiments import _probe as P
 from experiments import c10_modern as M
 from experiments import c10_training as TRN
+from gradpaths import analysis as A
 from gradpaths.cells import REGISTRY
 
 RNG = np.random.default_rng(0)
@@ -57,6 +58,10 @@ def test_highway_adjoint_follows_the_sum_of_log_a(name):
     r = jax.random.normal(kr, (6,), jnp.float64)
     out = M.measure(cell, params, xs, r, 10)
     assert out["log_gap"] < 1e-10
+    loss = lambda hs: A.readout_loss(hs, r, A.last_step(30, jnp.float64))
+    far = gp.decompose(cell, params, xs, loss, parts=("distance",), max_distance=10).by_distance  # bucket d ≥ 10
+    want = np.linalg.norm(A.flat_lead(far)[-1]) / np.linalg.norm(A.flat_lead(far).sum(0))
+    np.testing.assert_allclose(out["share"], want, rtol=1e-12)
     assert 0 < out["share"] < 1 and out["layer_time"].shape == (1, 30)
 
 
