@@ -209,7 +209,8 @@ def long_range(cell, params, xs, loss, max_d: int) -> dict:
     - layer_share: each layer's part of ‖G_{d≥D}‖ (one entry for a single cell), and layer_time:
       ‖∂L/∂s_t‖ per layer and step (the time × depth map);
     - log_gap, for a real elementwise highway z_t = a_t ⊙ z_{t-1} + b_t (a cell whose ``coefficients(θ, x)``
-      gives a real a_t shaped like its ``highway`` edge: minGRU, minLSTM, RG-LRU, S6): max |Δ log| between
+      gives a real a_t shaped like its edge and ``mul`` acting elementwise: minGRU, minLSTM, RG-LRU, S6; NaN
+      for the LRU, whose real pairs multiply as complex numbers): max |Δ log| between
       the highway adjoint ‖λ_t‖ and its prediction from Σ log a_t (``analysis.highway_log_prediction``),
       exact for a last-step loss since no other edge feeds λ.
     """
@@ -227,9 +228,12 @@ def long_range(cell, params, xs, loss, max_d: int) -> dict:
         lam = cell.read(jax.tree.map(lambda v: v[:, 0], d.state_grads))["highway"]  # [T, B, ...]
         a = jax.vmap(jax.vmap(lambda x: cell.coefficients(params, x)[0]["highway"]))(jnp.swapaxes(xs, 0, 1))
         if isinstance(a, jax.Array) and a.shape == lam.shape and not jnp.iscomplexobj(a):
+            z = jnp.linspace(1.0, 2.0, lam[0, 0].size, dtype=lam.dtype).reshape(lam[0, 0].shape)
+            elementwise = jnp.all(cell.mul({"highway": a[0, 0]}, {"highway": z})["highway"] == a[0, 0] * z)
             flat = lambda v: v.reshape(n_t, v.shape[1], -1).astype(jnp.float64)  # [T, B, state]
             lam, a = flat(lam), flat(a)
             pred = A.highway_log_prediction(jnp.log(a), lam[n_t - 2])
             meas_n, pred_n = jnp.linalg.norm(lam[: n_t - 1], axis=-1), jnp.linalg.norm(pred, axis=-1)
-            out["log_gap"] = A.max_log_gap(meas_n, pred_n, A.underflow_floor(xs.dtype))
+            gap = A.max_log_gap(meas_n, pred_n, A.underflow_floor(xs.dtype))
+            out["log_gap"] = jnp.where(elementwise, gap, jnp.nan)  # NaN: a_t acts as pairs (the LRU's complex λ)
     return out

@@ -80,7 +80,7 @@ def run(args: C.Args) -> C.Outcome:
     log_share = {k: np.log(np.maximum(res[k]["share"], 1e-300)) for k in cells}
     v, parts = verdict(log_share)
     share = {k: P.ci(res[k]["share"]) for k in cells}
-    gap = {k: float(np.max(res[k]["log_gap"])) for k in cells if "log_gap" in res[k]}
+    gap = {k: float(np.max(res[k]["log_gap"])) for k in cells if np.isfinite(res[k].get("log_gap", np.nan)).all()}
     headline = (
         f"at init: ‖G_d≥{max_d}‖/‖g‖ median, n={n_seeds}: "
         + ", ".join(f"{k} {C.fmt(share[k].value)}" for k in cells if "×" not in k)

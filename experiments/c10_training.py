@@ -152,7 +152,8 @@ def run(args: C.Args) -> C.Outcome:
                 P.ci(r["ratio"]).text(), r["diverged"],
                 parts[k].verdict if t == "copy" and k in parts else "—",
                 share(t, k, "init").text(), share(t, k, "trained").text(),
-                "reference" if k == "lstm" else P.brief(vs), C.fmt(float(np.max(gap))) if gap is not None else "n/a",
+                "reference" if k == "lstm" else P.brief(vs),
+                C.fmt(float(np.max(gap))) if gap is not None and np.isfinite(gap).all() else "n/a",
             ])  # fmt: skip
     header = ["task", "model", "H", "parameters", f"success (< {SUCCESS}×baseline) [Wilson 95%]"]
     header += ["final loss/baseline median [95% CI]", "diverged", "learns copy", "long-range share at init"]
