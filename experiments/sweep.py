@@ -81,7 +81,7 @@ def run_point(
     stacked = {f: np.stack([getattr(m, f) for m in segments], axis=1) for f in gt.Metrics._fields}
     diverged_at = np.asarray(states.diverged_at)
     return {
-        "config": dataclasses.asdict(config),
+        "config": C.to_jsonable(dataclasses.asdict(config)),  # as JSON holds it (tuples as lists)
         "seeds": seeds,
         "base_seed": base_seed,
         "metrics": {f: C.to_jsonable(v) for f, v in stacked.items()},

@@ -20,7 +20,7 @@ def test_real_point_written_then_skipped(tmp_path, monkeypatch):
     path = tmp_path / "small.json"
     on_disk = json.loads(path.read_text())
     assert on_disk == records["small"]
-    assert on_disk["config"] == dataclasses.asdict(SMALL)
+    assert train.TrainConfig(**on_disk["config"]) == SMALL
     assert len(on_disk["metrics"]["loss"]) == 3 and len(on_disk["metrics"]["loss"][0]) == 2
     assert on_disk["diverged"] == [None, None, None]
     assert on_disk["final"]["step"] == [4, 4, 4]
