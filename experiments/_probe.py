@@ -62,6 +62,18 @@ def ci(x, stat: str = "median") -> S.Estimate:
     return S.bootstrap_stat(a, stat=stat) if a.size else S.Estimate(np.nan, np.nan, np.nan, 0)
 
 
+def depth_map(fig, ax, layer_time, title: str) -> None:
+    """The time × depth map of a stack: log10 ‖∂L/∂s_t‖ per layer (rows, bottom first) and step, median
+    over seeds of ``long_range``'s layer_time [seeds, L, T]; 8 decades of colour."""
+    m = np.median(layer_time, 0)
+    im = ax.imshow(np.log10(np.maximum(m, 1e-300)), aspect="auto", origin="lower", cmap="magma",
+                   vmin=np.log10(m.max()) - 8)  # fmt: skip
+    ax.set_yticks(range(m.shape[0]), [f"layer {l}" for l in range(m.shape[0])])
+    ax.set_xlabel(f"time step t (loss at t = {m.shape[1] - 1})")
+    ax.set_title(f"{title}: log10 ‖∂L/∂s_t‖ per layer", fontsize=9)
+    fig.colorbar(im, ax=ax)
+
+
 def band(ax, x, y_SX, color, label, lw=1.6, ls="-"):
     """Median line and 25-75 % band across seeds (rows of y_SX); entries ≤ 0 or not finite are dropped."""
     y = np.where(np.isfinite(y_SX) & (y_SX > 0), y_SX, np.nan)

@@ -111,6 +111,16 @@ def train(
     return C.cached(path, compute)
 
 
+def load_params(tree, dtype) -> Any:
+    """A point's cached parameters (JSON: dicts; nested lists for arrays; a list of layer dicts for a
+    stack's tuple) as arrays of ``dtype``."""
+    if isinstance(tree, dict):
+        return {k: load_params(v, dtype) for k, v in tree.items()}
+    if isinstance(tree, list) and tree and isinstance(tree[0], dict):
+        return tuple(load_params(v, dtype) for v in tree)
+    return jnp.asarray(tree, dtype)
+
+
 def arm(record: dict, name: str = "", field: str = "loss") -> np.ndarray:
     """One arm's metric as floats [seeds, segments] (None -> NaN)."""
     i, n = record["arms"].index(name), record["seeds"]

@@ -107,7 +107,7 @@ def run(args: C.Args) -> C.Outcome:
         )
     )
     outcome = C.Outcome(CLAIM, NAME, v, headline, "c10_modern.png")
-    fig = _figure(res, share, parts, cells, n_t, max_d, v)
+    fig = _figure(res, share, parts, cells, max_d, v)
     config = {"T": n_t, "B": n_b, "I": n_i, "max_distance": max_d, "lstm_H": h_lstm, "params": target, "H": h}
     data = {
         "share": share,
@@ -118,7 +118,7 @@ def run(args: C.Args) -> C.Outcome:
     return P.save(args, NAME, outcome, summary, fig, config, data, n_seeds)
 
 
-def _figure(res, share, parts, cells, n_t, max_d, v):
+def _figure(res, share, parts, cells, max_d, v):
     import matplotlib.pyplot as plt
 
     flat = [k for k in cells if "×" not in k]
@@ -135,14 +135,7 @@ def _figure(res, share, parts, cells, n_t, max_d, v):
     axes[0].set_ylabel(f"‖G_d≥{max_d}‖ / ‖g‖ (median, 95% CI)")
     axes[0].set_title("matched parameters; red: above the LSTM (95% CI)", fontsize=9)
     for ax, k in zip(axes[1:], stacks):
-        m = np.median(res[k]["layer_time"], 0)  # [L, T]
-        im = ax.imshow(
-            np.log10(np.maximum(m, 1e-300)), aspect="auto", origin="lower", cmap="magma", vmin=np.log10(m.max()) - 8
-        )
-        ax.set_yticks(range(m.shape[0]), [f"layer {l}" for l in range(m.shape[0])])
-        ax.set_xlabel(f"time step t (loss at t = {n_t - 1})")
-        ax.set_title(f"{k}: log10 ‖∂L/∂s_t‖ per layer", fontsize=9)
-        fig.colorbar(im, ax=ax)
+        P.depth_map(fig, ax, res[k]["layer_time"], k)
     fig.suptitle(f"C10 (init half) {v}: " + ", ".join(f"{k} {parts[k].verdict}" for k in parts))
     return fig
 

@@ -1,26 +1,22 @@
 """C10 after training: do highway-only cells learn copy where the tanh RNN stays at the baseline?
 
-Setting: each highway-only cell (``_probe.HIGHWAY_ONLY``), the tanh RNN and the LSTM (b_f = 1)
-trained with the experiments' recipe (``_train.config``: Adam 1e-2, clip 1, float32, the same
-batch and steps) on ``tasks.make(task, T)``; the LSTM at H, every other model at the width whose
-parameter count is closest to that LSTM's (``_probe.matched``), and 2-layer stacks
-(``TrainConfig.layers``) of minGRU and of LSTM matched to it too; ``_probe.OPTIONS`` (RG-LRU
-with recurrentgemma's bounded derivative of √(1 − a²): with the exact one, 5 of 8 seeds diverged
-on copy where a_t → 1; mLSTM with 4 heads, as xLSTM). Measured per seed:
+Setting: the highway-only cells (``_probe.HIGHWAY_ONLY``, with ``_probe.OPTIONS``), the tanh RNN,
+the LSTM (b_f = 1) and 2-layer stacks of minGRU and of LSTM (``TrainConfig.layers``), trained
+with the experiments' recipe (``_train.config``: Adam 1e-2, clip 1, float32, one batch size and
+step budget) on ``tasks.make(task, T)``; the LSTM at H, every other model at the width whose
+parameter count is closest to it (``_probe.matched``). Measured per seed:
 
-- final loss / ``Task.baseline`` (the last segment's mean) and success, r < ``SUCCESS`` (C8's bar);
-- at init and after training, through the model's own readout, for the task loss of the **last
-  step only** on a fixed batch of the same task at a longer lag T_probe (copy 100: the symbols lie
-  ≥ 100 steps before the last recall): ``_probe.long_range``, i.e. the long-range share
-  ‖G_{d≥D}‖/‖g‖, the highway adjoint against Σ log a_t (max |Δ log|), and, in the stacks, each
-  layer's share of G_{d≥D} and ‖∂L/∂s_t‖ per layer (the time × depth map).
+- final loss / ``Task.baseline`` and success, below ``SUCCESS`` (C8's bar);
+- at init and after training, through the model's readout, for the loss of the **last step**
+  of a fixed batch of the task at a longer lag (copy: 100, so the symbols lie ≥ 100 steps back):
+  ``_probe.long_range`` (the long-range share ‖G_{d≥D}‖/‖g‖, the highway adjoint against
+  Σ log a_t, and for stacks each layer's share and ‖∂L/∂s_t‖ per layer, the time × depth map).
 
-Rule (the training half of CLAIMS.md C10, written before running), on copy: the lag counts only
-if the tanh RNN stays at the baseline (median r ≥ ``AT_BASELINE``, h-detach's bar for a reference
-that has not learned); otherwise INCONCLUSIVE (a longer lag would decide). Per highway-only model
-(the six cells and the minGRU stack), ``_stats.decide`` on its success rate (Wilson 95%) against
-1/2: above, it learns copy; below, it does not; undecided otherwise. Over the models:
-``_probe.cases``. The long-range shares after training are measured and reported, not scored.
+Rule (the training half of CLAIMS.md C10; the per-model test fixed after exploratory runs, see
+docs/claims.md), on copy: the lag counts only if the tanh RNN's median r ≥ ``AT_BASELINE``
+(else INCONCLUSIVE: a longer lag would decide). Per highway-only model (six cells, the minGRU
+stack), ``_stats.decide`` on its success rate (Wilson 95%) against 1/2: above, it learns copy;
+below, it does not. Over the models: ``_probe.cases``. Shares after training are reported, not scored.
 """
 
 from __future__ import annotations
@@ -39,19 +35,17 @@ from gradpaths import train as gt
 CLAIM, NAME = "C10", "c10_training"
 TITLE = "C10 after training: highway-only cells on copy against the tanh RNN and the LSTM"
 SUCCESS, AT_BASELINE = 0.5, 0.9
-STACKS = ("mingru", "lstm")  # 2-layer stacks, named "2×<cell>"
 
 
 def sizes(args: C.Args) -> dict:
-    """Per-scale settings. Default, on one core: 8 seeds × 400 copy steps at batch 16 take 5-30 s a model
-    (S6 and mLSTM the dearest). The LRU solves copy in 300-400 steps; the others are near 0.8× the baseline
-    by then, and minGRU, minLSTM and RG-LRU stall at 0.71× after 3000 steps at H = 64 (exploratory runs)."""
+    """Per-scale settings. Default: 8 seeds × 400 steps at batch 16, 5-60 s a model on one core; the LRU
+    solves copy in 300-400 steps (minGRU, minLSTM, RG-LRU stall at 0.71× after 3000 steps at H = 64)."""
     copy, adding = ("copy", 10, 100), ("adding", 50, 200)  # (task, T trained, T probed)
     everyone = ("rnn", "lstm", *P.HIGHWAY_ONLY)
     return args.picks(
         tasks=((("copy", 5, 12),), (copy,), (copy, adding)),
         cells=(("rnn", "lstm", "lru"), everyone, everyone),
-        stacks=((), STACKS, STACKS),
+        stacks=((), ("mingru", "lstm"), ("mingru", "lstm")),  # 2-layer stacks, named "2×<cell>"
         H=(4, 32, 64),
         batch=(8, 16, 32),
         steps=(20, 400, 3000),
@@ -74,15 +68,6 @@ def models(args: C.Args, sz: dict, task: str, T: int) -> dict[str, gt.TrainConfi
     )
     out = {k: cfg(k, sz["H"] if k == "lstm" else width(k, 1)) for k in sz["cells"]}
     return out | {f"2×{k}": cfg(k, width(k, 2), 2) for k in sz["stacks"]}
-
-
-def restore(template, loaded, dtype):
-    """A cached parameter tree (JSON lists) as arrays of ``dtype``, shaped like ``template`` (tuples for stacks)."""
-    if isinstance(template, dict):
-        return {k: restore(v, loaded[k], dtype) for k, v in template.items()}
-    if isinstance(template, (tuple, list)):
-        return tuple(restore(t, v, dtype) for t, v in zip(template, loaded))
-    return jnp.asarray(loaded, dtype)
 
 
 def probe(cfg: gt.TrainConfig, t_probe: int, n_b: int, max_d: int):
@@ -124,47 +109,36 @@ def run(args: C.Args) -> C.Outcome:
         for k, cfg in cfgs[task].items():
             rec = TR.train(args, cfg, n, keep_params=True)
             init = gt.over_seeds(gt.make_trainer(cfg).init)(TR.seed_keys(n)).params
-            f64 = lambda tree: jax.tree.map(lambda v: jnp.asarray(v, jnp.float64), tree)
             measure = probe(cfg, t_probe, sz["probe_batch"], sz["max_d"])
-            res[task, k] = {
-                "ratio": TR.final_ratio(rec),
-                "curve": TR.arm(rec) / rec["baseline"],
-                "steps": np.asarray(rec["steps"]),
-                "init": measure(f64(init)),
-                "trained": measure(restore(init, rec["params"], jnp.float64)),
-                "diverged": int(TR.diverged(rec).sum()),
-            }
+            res[task, k] = {"ratio": TR.final_ratio(rec), "curve": TR.arm(rec) / rec["baseline"],
+                            "steps": np.asarray(rec["steps"]), "diverged": int(TR.diverged(rec).sum()),
+                            "init": measure(jax.tree.map(lambda v: jnp.asarray(v, jnp.float64), init)),
+                            "trained": measure(TR.load_params(rec["params"], jnp.float64))}  # fmt: skip
             C.progress(f"  C10 training {task} {k}: H={cfg.hidden_size}, median final/baseline "
                        f"{C.fmt(TR.median_ratio(res[task, k]['ratio']))}")  # fmt: skip
     copy = {k: res["copy", k]["ratio"] for k in cfgs["copy"]}
     v, parts = verdict(copy)
     n_i = {t: tasks.make(t, T).input_size for t, T, _ in sz["tasks"]}
     share = lambda t, k, when: P.ci(res[t, k][when]["share"])
-    rows = []
-    for t, T, _ in sz["tasks"]:
-        for k, cfg in cfgs[t].items():
-            r, lr = res[t, k], np.log(np.maximum(res[t, k]["trained"]["share"], 1e-300))
-            vs = S.bootstrap_diff(lr, np.log(np.maximum(res[t, "lstm"]["trained"]["share"], 1e-300)))
-            gap = r["trained"].get("log_gap")
-            rows.append([
-                f"{t} T={T}", k, cfg.hidden_size, P.n_params(gt.make_cell(cfg), n_i[t]),
-                f"{int(TR.solved(r['ratio'], SUCCESS).sum())}/{n} {S.rate(TR.solved(r['ratio'], SUCCESS)).ci()}",
-                P.ci(r["ratio"]).text(), r["diverged"],
-                parts[k].verdict if t == "copy" and k in parts else "—",
-                share(t, k, "init").text(), share(t, k, "trained").text(),
-                "reference" if k == "lstm" else P.brief(vs),
-                C.fmt(float(np.max(gap))) if gap is not None and np.isfinite(gap).all() else "n/a",
-            ])  # fmt: skip
+    log_share = lambda t, k: np.log(np.maximum(res[t, k]["trained"]["share"], 1e-300))
+
+    def row(t, T, k, cfg):
+        r, ok = res[t, k], TR.solved(res[t, k]["ratio"], SUCCESS)
+        vs = "reference" if k == "lstm" else P.brief(S.bootstrap_diff(log_share(t, k), log_share(t, "lstm")))
+        g = np.max(r["trained"].get("log_gap", np.nan))
+        return [f"{t} T={T}", k, cfg.hidden_size, P.n_params(gt.make_cell(cfg), n_i[t]),
+                f"{int(ok.sum())}/{n} {S.rate(ok).ci()}", P.ci(r["ratio"]).text(), r["diverged"],
+                parts[k].verdict if t == "copy" and k in parts else "—", share(t, k, "init").text(),
+                share(t, k, "trained").text(), vs, C.fmt(float(g)) if np.isfinite(g) else "n/a"]  # fmt: skip
+
+    rows = [row(t, T, k, cfg) for t, T, _ in sz["tasks"] for k, cfg in cfgs[t].items()]
     header = ["task", "model", "H", "parameters", f"success (< {SUCCESS}×baseline) [Wilson 95%]"]
     header += ["final loss/baseline median [95% CI]", "diverged", "learns copy", "long-range share at init"]
     header += ["after training", "log-ratio to the LSTM after", "max abs Δ log, highway adjoint vs Σ log a"]
-    layer = "; ".join(
-        f"{k}: init {', '.join(C.fmt(x) for x in np.median(res['copy', k]['init']['layer_share'], 0))} → trained "
-        + ", ".join(C.fmt(x) for x in np.median(res["copy", k]["trained"]["layer_share"], 0))
-        for k in cfgs["copy"]
-        if k.startswith("2×")
-    )
-    t_copy, tp_copy = next((T, tp) for t, T, tp in sz["tasks"] if t == "copy")
+    per_layer = lambda k, w: ", ".join(C.fmt(x) for x in np.median(res["copy", k][w]["layer_share"], 0))
+    layer = "; ".join(f"{k}: init {per_layer(k, 'init')} → trained {per_layer(k, 'trained')}" for k in cfgs["copy"]
+                      if k.startswith("2×"))  # fmt: skip
+    t_copy, tp_copy = lags = next((T, tp) for t, T, tp in sz["tasks"] if t == "copy")
     summary = (
         f"Recipe: Adam 1e-2, clip 1, float32, batch {sz['batch']}, {sz['steps']} steps, {n} seeds; parameters matched "
         f"to the LSTM (H={sz['H']}). Probes: the last step's task loss on a fixed batch of {sz['probe_batch']} at the "
@@ -174,32 +148,26 @@ def run(args: C.Args) -> C.Outcome:
         + "\n\n" + C.table(header, rows)
         + (f"\n\nStacks, share of G_d≥{sz['max_d']} in each layer (bottom first): {layer}" if layer else "")
     )  # fmt: skip
-    learned = [k for k, d in parts.items() if d.verdict == C.SUPPORTED]
-    failed = [k for k, d in parts.items() if d.verdict == C.NOT_SUPPORTED]
-    rnn = P.ci(copy["rnn"])
+    said = lambda verdict: ", ".join(k for k, d in parts.items() if d.verdict == verdict) or "none"
     headline = (
-        f"copy T={t_copy}, n={n}: tanh RNN final/baseline {rnn.text()}; learn copy: {', '.join(learned) or 'none'}; "
-        f"do not: {', '.join(failed) or 'none'}; long-range share (d ≥ {sz['max_d']}, probed at T={tp_copy}) "
-        f"at init → trained: "
-        + ", ".join(
-            f"{k} {C.fmt(share('copy', k, 'init').value)} → {C.fmt(share('copy', k, 'trained').value)}"
-            for k in cfgs["copy"]
-        )
+        f"copy T={t_copy}, n={n}: tanh RNN final/baseline {P.ci(copy['rnn']).text()}; learn copy: {said(C.SUPPORTED)}; "
+        f"do not: {said(C.NOT_SUPPORTED)}; long-range share (d ≥ {sz['max_d']}, probed at T={tp_copy}) init → trained: "
+        + ", ".join(f"{k} {C.fmt(share('copy', k, 'init').value)} → {C.fmt(share('copy', k, 'trained').value)}"
+                    for k in cfgs["copy"])
         + "".join(f"; {k}: {d.reason}" for k, d in parts.items() if d.verdict == C.INCONCLUSIVE)
-    )
+    )  # fmt: skip
     outcome = C.Outcome(CLAIM, NAME, v, headline, "c10_training.png")
     config = sz | {"models": {f"{t}/{k}": c for t, m in cfgs.items() for k, c in m.items()}}
     data = {
         "decisions": parts,
         "ratio": {f"{t}/{k}": r["ratio"] for (t, k), r in res.items()},
         "share": {f"{t}/{k}/{w}": share(t, k, w) for (t, k) in res for w in ("init", "trained")},
-        "layer_share": {f"{t}/{k}": r["trained"]["layer_share"] for (t, k), r in res.items() if k.startswith("2×")},
+        "layer_share": {f"{t}/{k}": r["trained"]["layer_share"] for (t, k), r in res.items() if "×" in k},
     }
-    fig = _figure(res, cfgs["copy"], parts, sz, t_copy, tp_copy, v)
-    return C.save(args, NAME, outcome, summary, fig, config, data, n)
+    return C.save(args, NAME, outcome, summary, _figure(res, cfgs["copy"], parts, sz, lags, v), config, data, n)
 
 
-def _figure(res, models_, parts, sz, t_copy, t_probe, v):
+def _figure(res, models_, parts, sz, lags, v):
     import matplotlib.pyplot as plt
 
     stacks = [k for k in models_ if k.startswith("2×")]
@@ -215,20 +183,14 @@ def _figure(res, models_, parts, sz, t_copy, t_probe, v):
     axes[0].axhline(1.0, color="k", ls="--", lw=0.8)
     axes[0].axhline(SUCCESS, color="k", ls=":", lw=0.8)
     axes[0].set(yscale="log", xlabel="training step", ylabel="loss / baseline (median, 95% CI)")
-    axes[0].set_title(f"copy T={t_copy}; dashed: no-memory baseline, dotted: success", fontsize=9)
+    axes[0].set_title(f"copy T={lags[0]}; dashed: no-memory baseline, dotted: success", fontsize=9)
     axes[0].legend(fontsize=7, ncol=2)
     axes[1].set_xticks(range(len(models_)), list(models_), rotation=35, fontsize=8)
     axes[1].set(yscale="log", ylabel=f"‖G_d≥{sz['max_d']}‖ / ‖g‖ (median, 95% CI)")
-    axes[1].set_title(f"long-range share, copy probed at T={t_probe}: init (open), trained (filled)", fontsize=9)
+    axes[1].set_title(f"long-range share, copy probed at T={lags[1]}: init (open), trained (filled)", fontsize=9)
     axes[1].legend(fontsize=7)
     for ax, k in zip(axes[2:], stacks):
-        m = np.median(res["copy", k]["trained"]["layer_time"], 0)  # [L, T]
-        im = ax.imshow(np.log10(np.maximum(m, 1e-300)), aspect="auto", origin="lower", cmap="magma",
-                       vmin=np.log10(m.max()) - 8)  # fmt: skip
-        ax.set_yticks(range(m.shape[0]), [f"layer {l}" for l in range(m.shape[0])])
-        ax.set_xlabel(f"time step t (loss at t = {m.shape[1] - 1})")
-        ax.set_title(f"{k} trained: log10 ‖∂L/∂s_t‖ per layer", fontsize=9)
-        fig.colorbar(im, ax=ax)
+        P.depth_map(fig, ax, res["copy", k]["trained"]["layer_time"], f"{k} trained")
     fig.suptitle(f"C10 (training half) {v}: " + ", ".join(f"{k} {d.verdict}" for k, d in parts.items()), fontsize=10)
     return fig
 

@@ -128,7 +128,7 @@ def run(args: C.Args) -> C.Outcome:
     cell = gt.make_cell(cfg)
     tr = TR.train(args, cfg, sz["seeds"], keep_params=True)
     dtype = jnp.float64  # the trained network evaluated in float64: adjoints far from the loss stay above underflow
-    params = jax.tree.map(lambda v: jnp.asarray(v, dtype), tr["params"], is_leaf=lambda v: isinstance(v, list))
+    params = TR.load_params(tr["params"], dtype)
     batch = task.sample(jax.random.key(EVAL_SEED), sz["N"])
     xs = batch.inputs.astype(dtype)
     per_seed = jax.vmap(analyse, in_axes=(None, 0, None, None, None))

@@ -109,7 +109,7 @@ def variance(args: C.Args, sz: dict, rec: dict) -> dict:
     task = tasks.make("copy", sz["T"])
     batch = task.sample(jax.random.key(99), 16)
     xs = batch.inputs.astype(jnp.float64)
-    to64 = lambda t: jax.tree.map(lambda v: jnp.asarray(v, jnp.float64)[0], t, is_leaf=lambda v: isinstance(v, list))
+    to64 = lambda t: jax.tree.map(lambda v: v[0], TR.load_params(t, jnp.float64))
     out = {}
     for when, params in (("init", trainer.init(TR.seed_keys(1)[0]).params), ("trained", to64(rec["params"]))):
         params = jax.tree.map(lambda v: jnp.asarray(v, jnp.float64), params)

@@ -11,6 +11,7 @@ import pytest
 import gradpaths as gp
 from experiments import _common as C
 from experiments import _probe as P
+from experiments import _train as TR
 from experiments import c10_modern as M
 from experiments import c10_training as TRN
 from gradpaths import analysis as A
@@ -110,7 +111,7 @@ def test_cached_stack_parameters_restore_as_tuples():
     cell = gp.stack([gp.mingru(3), gp.lstm(2)])
     params = cell.init(jax.random.key(0), 2)
     loaded = json.loads(json.dumps(C.to_jsonable(params)))
-    back = TRN.restore(params, loaded, jnp.float32)
+    back = TR.load_params(loaded, jnp.float32)
     assert jax.tree.structure(back) == jax.tree.structure(params)
     for x, y in zip(jax.tree.leaves(back), jax.tree.leaves(params)):
         np.testing.assert_array_equal(x, y)
