@@ -94,7 +94,7 @@ def run(args: C.Args) -> C.Outcome:
         for k, c in cells.items()
     )  # fmt: skip
     summary = (
-        f"T={n_t}, batch {n_b}, {n_seeds} seeds, float64, loss r·y_{{T-1}}, long range d ≥ {max_d} "
+        f"T={n_t}, batch {n_b}, {n_seeds} seeds, float64, loss r·y_{{T-1}}, long range d ≥ {max_d}, "
         f"parameters matched to the LSTM (H={h_lstm}, {target}). The init half of C10; "
         "the training half is c10_training.\n\n"
         "| cell | H | parameters | long-range share median [95% CI] | ‖G_d≥D‖ median | "

@@ -81,7 +81,8 @@ def probe(cfg: gt.TrainConfig, t_probe: int, n_b: int, max_d: int):
         loss = lambda hs: tasks.loss_and_accuracy(task, hs @ w["W"] + w["b"], batch)[0]
         return P.long_range(cell, params["cell"], batch.inputs.astype(jnp.float64), loss, max_d)
 
-    return lambda params: jax.tree.map(np.asarray, gt.over_seeds(one)(params))
+    over_seeds = gt.over_seeds(one)  # jitted once: the init and trained probes share the compile
+    return lambda params: jax.tree.map(np.asarray, over_seeds(params))
 
 
 def verdict(ratios: dict[str, np.ndarray]) -> tuple[str, dict[str, S.Decision]]:
@@ -102,8 +103,8 @@ def verdict(ratios: dict[str, np.ndarray]) -> tuple[str, dict[str, S.Decision]]:
 
 
 def run(args: C.Args) -> C.Outcome:
-    sz, n = sizes(args), sizes(args)["seeds"]
-    res, cfgs = {}, {}
+    res, cfgs, sz = {}, {}, sizes(args)
+    n = sz["seeds"]
     for task, T, t_probe in sz["tasks"]:
         cfgs[task] = models(args, sz, task, T)
         for k, cfg in cfgs[task].items():
