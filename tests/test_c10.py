@@ -21,7 +21,8 @@ RNG = np.random.default_rng(0)
 
 
 def _logs(**means):
-    return {k: m + 0.1 * RNG.standard_normal(8) for k, m in means.items()}
+    noise = 0.1 * RNG.standard_normal(8)  # one draw for every arm: equal means give identical arms
+    return {k: m + noise for k, m in means.items()}
 
 
 @pytest.mark.parametrize(
