@@ -89,7 +89,7 @@ SETTINGS = tuple(f"b_f={b:g}" for b in BIASES) + ("chrono",)
 
 def sweep_sizes(args: C.Args) -> dict:
     """Sizes of the forget-bias sweep. Always float64: at b_f = -2 the gradient 100 steps back is
-    ≈ σ(-2)^100 ≈ 1e-92, which float32 flushes to 0. The joint table costs O(T² K P) per network."""
+    ≈ σ(-2)^100 ≈ 1e-92, which float32 flushes to 0. The joint table costs O(T K P) per network."""
     n_t, n_h, n_b, max_hops = args.pick((40, 8, 2, 6), (120, 16, 2, 6), (500, 128, 16, 32))
     return {
         "T": n_t,
@@ -107,8 +107,8 @@ def sweep_sizes(args: C.Args) -> dict:
 def _bias_measure(cell, params, xs, r, sz):
     """The reductions of the joint table G_{d,k} that C5, C7 and distance_hops_map read."""
     loss = lambda hs: A.readout_loss(hs, r, A.last_step(xs.shape[-2], xs.dtype))
-    d = gp.decompose(cell, params, xs, loss, max_hops=sz["max_hops"], parts=("distance_hops",))
-    g_DKP = A.flat_lead(d.by_distance_hops, 2)  # distance d = T-1-t for this last-step loss
+    d = gp.decompose(cell, params, xs, loss, max_hops=sz["max_hops"], parts=("step_hops",))
+    g_DKP = A.by_distance_last_step(d.by_step_hops, lead=2)
     ref = A.flat_lead(jax.grad(lambda p: loss(gp.unroll(cell, p, xs, backward="autodiff")))(params), 0)
     return {
         "norm_dk": jnp.linalg.norm(g_DKP, axis=-1),

@@ -3,8 +3,8 @@
 Setting (``_probe.lstm_bias_sweep``): LSTM at initialisation, forget-gate bias b_f ∈
 {-2, 0, 1, 2, 3, 5} and chrono (b_f ~ log U[1, T-1], b_i = -b_f), the same weights for
 every bias, loss r·h_{T-1}. The exact joint table G_{d,k} (distance d, hop class k; the
-last class collects ≥ K hops) is ``gp.decompose(..., parts=("distance_hops",))``; its
-sum is checked against jax.grad on every run.
+last class collects ≥ K hops) is ``gp.decompose(..., parts=("step_hops",))`` read backwards
+(for a last-step loss d = T-1-t); its sum is checked against jax.grad on every run.
 
 At long range (d ≥ D_LONG), per bias and seed: the size ‖G_long‖/‖g‖, each class's
 projection share ⟨G^{[k]}, G_long⟩/‖G_long‖² (they sum to 1; negative = opposing), the

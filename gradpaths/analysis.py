@@ -41,9 +41,10 @@ def flat_lead(tree: Any, lead: int = 1) -> jax.Array:
     return jnp.concatenate([v.reshape(*head, -1).astype(jnp.float64) for v in leaves], -1)
 
 
-def by_distance_last_step(by_step: Any) -> jax.Array:
-    """G_d [T, P] (d = 0..T-1, float64) from ``by_step`` of a last-step loss: the steps read backwards."""
-    return flat_lead(by_step)[::-1]
+def by_distance_last_step(by_step: Any, lead: int = 1) -> jax.Array:
+    """G_d [T, P] (d = 0..T-1, float64) from ``by_step`` of a last-step loss: the steps read backwards;
+    with ``lead=2``, G_{d,k} [T, K+1, P] from ``by_step_hops`` (O(T·K), where the distance table costs O(T²·K))."""
+    return flat_lead(by_step, lead)[::-1]
 
 
 def band_share(g_DP: jax.Array, lo: int, hi: int) -> jax.Array:

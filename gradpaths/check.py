@@ -25,8 +25,6 @@ from jax.flatten_util import ravel_pytree
 from gradpaths import decompose as dec
 from gradpaths.unroll import check_cell_members, check_step, forward, is_affine, param_dtype, unroll
 
-_PARTS = ("step", "distance", "hops", "state", "distance_hops")
-
 
 def _flat(tree) -> np.ndarray:
     """Every leaf of a pytree, raveled and concatenated on the host."""
@@ -102,8 +100,10 @@ def check_cell(cell: Any, input_size: int, *, key: jax.Array | None = None, dtyp
     @jax.jit  # one compile for the whole check, not one per eager op
     def sums_and_ref(params, xs):
         ref = jax.grad(lambda p: loss(unroll(cell, p, xs, backward="autodiff")))(params)
-        d = dec.decompose(cell, params, xs, loss, max_hops=T, parts=_PARTS)
-        return [d.total, *(jax.tree.map(lambda v: v.sum(0), p) for p in (d.by_step, d.by_distance, d.by_hops))], ref
+        d = dec.decompose(cell, params, xs, loss, max_hops=T, parts=dec.PARTS)
+        one, two = (d.by_step, d.by_distance, d.by_hops), (d.by_distance_hops, d.by_step_hops)
+        lead = [(p, 0) for p in one] + [(p, (0, 1)) for p in two]
+        return [d.total, *(jax.tree.map(lambda v, a=a: v.sum(a), p) for p, a in lead)], ref
 
     sums, ref = sums_and_ref(params, xs)
     err_grad = max(_rel(s, ref) for s in sums)
@@ -133,7 +133,7 @@ def fast_vs_generic(cell, params, xs, loss_fn, *, max_hops: int, max_distance: i
         by_distance = [
             f(cell, params, fwd, seeds, hops, k1, n_d, tail, False, False)[0] for f in (dec._affine, dec._generic)
         ]
-        rest = [f(cell, params, fwd, seeds, hops, k1, 1, False, True, True) for f in (dec._affine, dec._generic)]
+        rest = [f(cell, params, fwd, seeds, hops, k1, 1, False, "hops", True) for f in (dec._affine, dec._generic)]
         return by_distance, rest
 
     (fast_d, gen_d), (fast, gen) = both(params, xs)

@@ -48,7 +48,7 @@ from gradpaths.unroll import (
     unroll,
 )
 
-PARTS = ("step", "distance", "hops", "state", "distance_hops")
+PARTS = ("step", "distance", "hops", "state", "distance_hops", "step_hops")
 DEFAULT_PARTS = ("step", "distance", "hops", "state")
 
 
@@ -66,6 +66,9 @@ class Decomposition(NamedTuple):
       by_distance_hops: like params, leading axes [distance, K+1]: the joint table.
       loss: the loss value.
       finite: whether the loss and every gradient in here are finite.
+      by_step_hops: like params, leading axes [T, K+1]: the joint table G_{t,k}. It costs
+        O(T·K) where the distance table costs O(T·D); for a loss at one time τ only,
+        by_distance_hops[d] = by_step_hops[τ - d].
     """
 
     total: Any
@@ -76,6 +79,7 @@ class Decomposition(NamedTuple):
     by_distance_hops: Any = None
     loss: jax.Array | None = None
     finite: jax.Array | None = None
+    by_step_hops: Any = None  # after loss and finite: the older fields keep their positions
 
 
 def _check_options(max_hops: Any, parts: Any, max_distance: Any) -> tuple[str, ...]:
@@ -100,13 +104,15 @@ def loss_and_seeds(cell, fwd: Forward, batch_shape, loss_fn: Callable):
     return loss, seeds
 
 
-def _by_bucket(cell, x_TBI, m_TBH, du_TBKN, da_TBKN) -> dict[str, jax.Array]:
+def _by_bucket(cell, x_TBI, m_TBH, du_TBKN, da_TBKN, per_step: bool = False) -> dict[str, jax.Array]:
     """G^[k] for every bucket k as one GEMM each: the K1 buckets ride along the output width,
-    [(t b), i]ᵀ [(t b), (k n)] -> [k, i, n], so (t, b) is contracted once for all buckets."""
+    [(t b), i]ᵀ [(t b), (k n)] -> [k, i, n], so (t, b) is contracted once for all buckets;
+    ``per_step``: G_{t,k} [t, k, i, n], contracting b only."""
     n_t, b, k1, n = du_TBKN.shape
     wide = lambda v: v.reshape(n_t, b, k1 * n)
-    g = engine.contract(cell, x_TBI, m_TBH, wide(du_TBKN), wide(da_TBKN), "tbi,tbn->in")
-    return jax.tree.map(lambda v: jnp.moveaxis(v.reshape(*v.shape[:-1], k1, n), -2, 0), g)
+    spec, lead = ("tbi,tbn->tin", 1) if per_step else ("tbi,tbn->in", 0)
+    g = engine.contract(cell, x_TBI, m_TBH, wide(du_TBKN), wide(da_TBKN), spec)
+    return jax.tree.map(lambda v: jnp.moveaxis(v.reshape(*v.shape[:-1], k1, n), -2, lead), g)
 
 
 def _sum(tree, axes):
@@ -133,7 +139,7 @@ def decompose(
       xs: inputs [T, I] or batch-major [..., T, I]; the loss sums over the batch as it likes.
       loss_fn: hs [..., T, H] -> scalar.
       max_hops: K; hop classes 0..K-1 are exact counts, class K collects k ≥ K.
-      parts: any of "step", "distance", "hops", "state", "distance_hops".
+      parts: any of "step", "distance", "hops", "state", "distance_hops", "step_hops".
       state0: initial state (zeros if None).
       hop_edges: the edges whose crossings count as hops (default ``cell.hop_edges``).
       max_distance: D; distances 0..D-1 are exact and bucket D collects d ≥ D, so the
@@ -179,15 +185,18 @@ def decompose(
             res["by_distance"] = _sum(g_dk, 1)
         res["total"] = _sum(g_dk, (0, 1))
 
-    if want & {"step", "hops", "state"} or "total" not in res:
-        split = bool(want & {"hops", "state"})
-        g_k, g_t, lam = rev(k1 if split else 1, 1, False, "step" in want, "state" in want)
+    if want & {"step", "hops", "state", "step_hops"} or "total" not in res:
+        split = bool(want & {"hops", "state", "step_hops"})
+        per_step = "hops" if "step_hops" in want else "step" in want
+        g_k, g_t, lam = rev(k1 if split else 1, 1, False, per_step, "state" in want)
         if "hops" in want:
             res["by_hops"] = g_k
         if "state" in want:
             res["state_grads"] = jax.tree.map(lambda v: v.reshape(*v.shape[:2], *batch_shape, *v.shape[3:]), lam)
+        if "step_hops" in want:
+            res["by_step_hops"] = g_t
         if "step" in want:
-            res["by_step"] = g_t
+            res["by_step"] = _sum(g_t, 1) if "step_hops" in want else g_t
         res["total"] = _sum(g_k, 0)
 
     finite = jnp.isfinite(loss)
@@ -247,9 +256,11 @@ def _affine(cell, params, fwd, seeds, hops, n_hops, n_d, tail, per_step, keep_st
     du, da, lam = outs
     da = du if da is None else da
     x, m = fwd.x_TBI, fwd.m_TBH
-    g_k = _by_bucket(cell, x, m, du, da)
+    if per_step == "hops":
+        g_tk = _by_bucket(cell, x, m, du, da, per_step=True)
+        return _sum(g_tk, 0), g_tk, lam
     g_t = engine.contract(cell, x, m, du.sum(2), da.sum(2), "tbi,tbn->tin") if per_step else None
-    return g_k, g_t, lam
+    return _by_bucket(cell, x, m, du, da), g_t, lam
 
 
 def masked_grad(

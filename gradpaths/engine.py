@@ -85,7 +85,8 @@ def generic_reverse(cell, params, fwd: Forward, seeds, alphas, hops, n_hops=1, n
       seeds: ∂L/∂s_t directly [T, B, ...]. alphas: ``{edge: [T, B]}`` gradient scales.
       hops: the edges that count as hops. n_hops: K + 1. n_d: distance buckets (1: none).
       tail: whether the last distance bucket collects d ≥ n_d - 1.
-      per_step: also return G_t = Σ_{d,k} Δθ_t^{[d,k]} [T, ...]. keep_state: also return λ_t [T, K1, B, ...].
+      per_step: also return G_t = Σ_{d,k} Δθ_t^{[d,k]} [T, ...]; "hops": G_{t,k} = Σ_d Δθ_t^{[d,k]}
+        [T, K1, ...]. keep_state: also return λ_t [T, K1, B, ...].
       carry: (λ, G) from the steps after these (``chunked_reverse``); zeros if None.
 
     Returns:
@@ -107,7 +108,7 @@ def generic_reverse(cell, params, fwd: Forward, seeds, alphas, hops, n_hops=1, n
         edge_ct = _scale_edges(edge_ct, alpha, axis=2)
         new = _route(read_T, edge_ct, hops, n_hops, n_d, tail, lead=3)
         g = jax.tree.map(jnp.add, g, d_p)
-        g_t = jax.tree.map(lambda v: v.sum((0, 1)), d_p) if per_step else None
+        g_t = jax.tree.map(lambda v: v.sum(0 if per_step == "hops" else (0, 1)), d_p) if per_step else None
         return (new, g), (g_t, jax.tree.map(lambda v: v[0], lam) if keep_state else None)
 
     return jax.lax.scan(body, carry, (fwd.x_TBI, fwd.prev, seeds, alphas), reverse=True)

@@ -31,7 +31,7 @@ TOL = {"float64": 1e-12, "float32": 1e-5}
 # The tests that share a cell's compiled bundle run on one xdist worker (--dist loadgroup),
 # so each bundle compiles once.
 BY_CELL = {n: pytest.param(n, marks=pytest.mark.xdist_group(f"core-{n}")) for n in CELLS}
-ALL_PARTS = ("step", "distance", "hops", "state", "distance_hops")
+ALL_PARTS = ("step", "distance", "hops", "state", "distance_hops", "step_hops")
 
 
 @functools.cache
@@ -100,6 +100,7 @@ def sums(d):
         "distance": leading(d.by_distance, 0),
         "hops": leading(d.by_hops, 0),
         "distance_hops": leading(d.by_distance_hops, (0, 1)),
+        "step_hops": leading(d.by_step_hops, (0, 1)),
     }
 
 
@@ -115,12 +116,15 @@ def test_every_part_sums_to_grad(name, dtype):
         clamped = {} if clamped is None else {"hops (K=2)": sums(clamped)["hops"]}
         for part, value in {**sums(d), **clamped}.items():
             assert rel(value, ref) <= TOL[dtype], (loss, part, rel(value, ref))
+        margins = {"step": (d.by_step, 1), "hops": (d.by_hops, 0)}  # the joint G_{t,k}'s margins
+        for part, (value, axis) in margins.items():
+            assert rel(jax.tree.map(lambda v, a=axis: v.sum(a), d.by_step_hops), value) <= TOL[dtype], (loss, part)
         assert all(x.dtype == jnp.dtype(dtype) for x in jax.tree.leaves((d.total, d.by_hops, d.state_grads)))
         assert bool(d.finite)
     cell, params, _ = setup(name, dtype)
     shapes = lambda tree, lead: jax.tree.leaves(jax.tree.map(lambda g, p: g.shape == (*lead, *p.shape), tree, params))
     assert all(shapes(d.by_step, (T,)) + shapes(d.by_distance, (T,)) + shapes(d.by_hops, (T + 1,)))
-    assert all(shapes(d.by_distance_hops, (T, T + 1)))
+    assert all(shapes(d.by_distance_hops, (T, T + 1)) + shapes(d.by_step_hops, (T, T + 1)))
     state = cell.zero_state((), dtype)
     assert jax.tree.map(lambda v: v.shape, d.state_grads) == jax.tree.map(lambda v: (T, T + 1, B, *v.shape), state)
 
@@ -192,11 +196,13 @@ def test_by_distance_uses_distance_not_time():
     """A loss at one time τ gives no gradient at distance > τ, and distance d is step τ - d."""
     cell, params, xs = setup("lstm", "float64", batch=())
     tau = 2
-    d = gp.decompose(cell, params, xs, lambda hs: hs[tau].sum(), parts=("distance", "step"))
+    parts = ("distance", "step", "distance_hops", "step_hops")
+    d = gp.decompose(cell, params, xs, lambda hs: hs[tau].sum(), max_hops=2, parts=parts)
     assert float(np.abs(flat(index(d.by_distance, slice(tau + 1, None)))).max()) == 0.0
     assert float(np.abs(flat(index(d.by_step, slice(tau + 1, None)))).max()) == 0.0
     for dist in range(tau + 1):
         assert rel(index(d.by_distance, dist), index(d.by_step, tau - dist)) < 1e-12
+        assert rel(index(d.by_distance_hops, dist), index(d.by_step_hops, tau - dist)) < 1e-12
 
 
 @pytest.mark.parametrize("name", CELLS)

@@ -166,12 +166,12 @@ def test_engine_refuses_a_step_that_does_not_return_a_state():
 def test_chunked_rematerialisation_gives_the_same_parts():
     cell = gp.stack([gp.lstm(H), readme_cell(H)])
     params, xs = setup(cell)
-    parts = ("step", "distance", "hops", "state", "distance_hops")
+    parts = ("step", "distance", "hops", "state", "distance_hops", "step_hops")
     chunks = (1, 3, "sqrt", T)
     dec = lambda p, x, chunk: gp.decompose(cell, p, x, LOSS, max_hops=2, parts=parts, max_distance=3, chunk=chunk)
     ref, *got = jax.jit(lambda p, x: [dec(p, x, c) for c in (None, *chunks)])(params, xs)  # one compile
     for chunk, g in zip(chunks, got):
-        for field in ("total", "by_step", "by_distance", "by_hops", "state_grads", "by_distance_hops"):
+        for field in ("total", "by_step", "by_distance", "by_hops", "state_grads", "by_distance_hops", "by_step_hops"):
             assert rel(getattr(g, field), getattr(ref, field)) <= 1e-12, (chunk, field)
     with pytest.raises(ValueError, match="chunk"):
         gp.decompose(cell, params, xs, LOSS, chunk=0)
