@@ -56,8 +56,9 @@ REGISTRY = (
 # Experiments that share a cached computation (the LSTM forget-bias sweep; C8's adding points)
 # or read another's result (c6_clipping shows c6_explosion's): one process runs each group, in order.
 GROUPS = (("c5_paths", "c7_forget_bias", "distance_hops_map"), ("c8_lag", "c9_irnn"), ("c6_explosion", "c6_clipping"))
-# Started first (the slowest at default scale on one core, 2026-12-03: 120-350 s each); the rest in REGISTRY order.
-HEAVY = ("c10_training", "c5_paths", "c8_lag", "c10_modern", "hdetach")
+# Started first (the slowest at default scale on one core, 2026-12-03: c10_training 551 s, c8_lag 255 s, hdetach
+# 124 s, c10_modern 122 s; c5_paths fell from 354 s to 29 s with the step × hop table); the rest in REGISTRY order.
+HEAVY = ("c10_training", "c8_lag", "c10_modern", "hdetach")
 # --quick is compile-bound: the tests' fast-compile flags (README, "Compile time on CPU"); a flag set in XLA_FLAGS wins
 QUICK_FLAGS = (
     "--xla_backend_optimization_level=0",

@@ -1,10 +1,10 @@
 """C10 after training: do highway-only cells learn copy where the tanh RNN stays at the baseline?
 
-Setting: the highway-only cells (``_probe.HIGHWAY_ONLY``, with ``_probe.OPTIONS``), the tanh RNN,
-the LSTM (b_f = 1) and 2-layer stacks of minGRU and of LSTM (``TrainConfig.layers``), trained
-with the experiments' recipe (``_train.config``: Adam 1e-2, clip 1, float32, one batch size and
-step budget) on copy T = 10 and adding T = 50 (``tasks.make``); the LSTM at H, every other model at
-the width whose parameter count is closest to it (``_probe.matched``). Measured per seed and task:
+Setting: the highway-only cells (``_probe.HIGHWAY_ONLY``, with ``_probe.OPTIONS``), the tanh RNN, the LSTM
+(b_f = 1) and 2-layer stacks of minGRU and of LSTM (``TrainConfig.layers``), trained with the experiments'
+recipe (``_train.config``: Adam 1e-2, clip 1, float32, one batch size and step budget) on copy T = 10 and
+adding T = 50; the LSTM at H, every other model at the width whose parameter count is closest to it
+(``_probe.matched``). Measured per seed and task:
 
 - final loss / ``Task.baseline`` and success, below ``SUCCESS`` (C8's bar);
 - at init and after training, through the model's readout, for the loss of the **last step**
@@ -12,11 +12,11 @@ the width whose parameter count is closest to it (``_probe.matched``). Measured 
   ``_probe.long_range`` (the long-range share ‖G_{d≥D}‖/‖g‖, the highway adjoint against
   Σ log a_t, and for stacks each layer's share and ‖∂L/∂s_t‖ per layer, the time × depth map).
 
-Rule (the training half of CLAIMS.md C10; the per-model test fixed after exploratory runs, see
-docs/claims.md), on copy: the lag counts only if the tanh RNN's median r ≥ ``AT_BASELINE``
-(else INCONCLUSIVE: a longer lag would decide). Per highway-only model (six cells, the minGRU
-stack), ``_stats.decide`` on its success rate (Wilson 95%) against 1/2: above, it learns copy;
-below, it does not. Over the models: ``_probe.cases``. Adding and the shares are reported, not scored.
+Rule (CLAIMS.md C10's training half; the per-model test fixed after exploratory runs, see docs/claims.md),
+on copy: the lag counts only if the tanh RNN's median r ≥ ``AT_BASELINE`` (else INCONCLUSIVE: a longer
+lag would decide). Per highway-only model (six cells, the minGRU stack), ``_stats.decide`` on its success
+rate (Wilson 95%) against 1/2: above, it learns copy; below, it does not. Over the models: ``_probe.cases``.
+Adding and the shares are reported, not scored.
 """
 
 from __future__ import annotations
@@ -38,10 +38,9 @@ SUCCESS, AT_BASELINE = 0.5, 0.9
 
 
 def sizes(args: C.Args) -> dict:
-    """Per-scale settings. Default: 8 seeds × 400 steps at batch 16, 5-70 s a model on one core; the LRU
-    solves copy in 300-400 steps (minGRU, minLSTM, RG-LRU stall at 0.71× after 3000 steps at H = 64).
-    ``skip``: the mLSTM matched to the LSTM on adding (2 inputs) has H = 372, a 93 × 93 memory per head,
-    and took over 9 minutes on one core, so the default run leaves it out there (copy keeps it)."""
+    """Per-scale settings. Default: 8 seeds × 400 steps at batch 16, 10-75 s a model on one core (the LRU solves
+    copy in 300-400 steps). ``skip``: the mLSTM matched to the LSTM on adding (2 inputs) has H = 372, a 93 × 93
+    memory per head, and took over 9 min on one core, so the default run trains it on copy only."""
     copy, adding = ("copy", 10, 100), ("adding", 50, 200)  # (task, T trained, T probed)
     everyone = ("rnn", "lstm", *P.HIGHWAY_ONLY)
     return args.picks(
@@ -92,14 +91,10 @@ def verdict(ratios: dict[str, np.ndarray]) -> tuple[str, dict[str, S.Decision]]:
     """ratios: {model: final loss / baseline per seed (NaN: diverged)} on copy, with "rnn" the reference."""
     rnn = TR.median_ratio(ratios["rnn"])
     if rnn < AT_BASELINE:
-        why = f"the tanh RNN learned (median final loss {rnn:.3g}× the baseline < {AT_BASELINE})"
-        why += ": a longer lag would decide"
+        why = f"the tanh RNN learned (median final/baseline {rnn:.3g} < {AT_BASELINE}): a longer lag would decide"
         return C.INCONCLUSIVE, {"rnn": S.inconclusive(why, len(ratios["rnn"]))}
-    parts = {
-        k: S.decide(S.rate(TR.solved(r, SUCCESS)), null=0.5, what=f"{k}'s success rate")
-        for k, r in ratios.items()
-        if k.removeprefix("2×") in P.HIGHWAY_ONLY
-    }
+    rate = lambda k: S.decide(S.rate(TR.solved(ratios[k], SUCCESS)), null=0.5, what=f"{k}'s success rate")
+    parts = {k: rate(k) for k in ratios if k.removeprefix("2×") in P.HIGHWAY_ONLY}
     if not parts:
         raise ValueError("verdict needs at least one highway-only model beside the rnn")
     return P.cases([d.verdict for d in parts.values()]), parts
@@ -120,8 +115,7 @@ def run(args: C.Args) -> C.Outcome:
                             "trained": measure(TR.load_params(rec["params"], jnp.float64))}  # fmt: skip
             C.progress(f"  C10 training {task} {k}: H={cfg.hidden_size}, median final/baseline "
                        f"{C.fmt(TR.median_ratio(res[task, k]['ratio']))}")  # fmt: skip
-    copy = {k: res["copy", k]["ratio"] for k in cfgs["copy"]}
-    v, parts = verdict(copy)
+    v, parts = verdict(copy := {k: res["copy", k]["ratio"] for k in cfgs["copy"]})
     n_i = {t: tasks.make(t, T).input_size for t, T, _ in sz["tasks"]}
     share = lambda t, k, when: P.ci(res[t, k][when]["share"])
     log_share = lambda t, k: np.log(np.maximum(res[t, k]["trained"]["share"], 1e-300))
@@ -136,9 +130,9 @@ def run(args: C.Args) -> C.Outcome:
                 share(t, k, "trained").text(), vs, C.fmt(float(g)) if np.isfinite(g) else "n/a"]  # fmt: skip
 
     rows = [row(t, T, k, cfg) for t, T, _ in sz["tasks"] for k, cfg in cfgs[t].items()]
-    header = ["task", "model", "H", "parameters", f"success (< {SUCCESS}×baseline) [Wilson 95%]"]
-    header += ["final loss/baseline median [95% CI]", "diverged", "learns copy", "long-range share at init"]
-    header += ["after training", "log-ratio to the LSTM after", "max abs Δ log, highway adjoint vs Σ log a"]
+    header = ["task", "model", "H", "parameters", f"success (< {SUCCESS}×baseline) [Wilson 95%]", "final loss/baseline "
+              "median [95% CI]", "diverged", "learns copy", "long-range share at init", "after training",
+              "log-ratio to the LSTM after", "max abs Δ log, highway adjoint vs Σ log a"]  # fmt: skip
     per_layer = lambda t, k, w: ", ".join(C.fmt(x) for x in np.median(res[t, k][w]["layer_share"], 0))
     layer = "; ".join(f"{t} {k}: init {per_layer(t, k, 'init')} → trained {per_layer(t, k, 'trained')}"
                       for t, k in res if k.startswith("2×"))  # fmt: skip
@@ -147,7 +141,8 @@ def run(args: C.Args) -> C.Outcome:
     summary = (
         f"Recipe: Adam 1e-2, clip 1, float32, batch {sz['batch']}, {sz['steps']} steps, {n} seeds; parameters matched "
         f"to the LSTM (H={sz['H']}). Probes: the last step's task loss on a fixed batch of {sz['probe_batch']} at the "
-        f"probe lag (copy: T={tp_copy}), float64, long range d ≥ {sz['max_d']}. Rule: the tanh RNN at the baseline "
+        f"probe lag ({', '.join(f'{t}: T={tp}' for t, _, tp in sz['tasks'])}), float64, long range d ≥ {sz['max_d']}. "
+        f"Rule: the tanh RNN at the baseline "
         f"(median ≥ {AT_BASELINE}), then each highway-only model's success rate against 1/2.\n\n"
         + "\n".join(f"- {k}: {d.text()}" for k, d in parts.items())
         + "\n\n" + C.table(header, rows)
@@ -165,12 +160,9 @@ def run(args: C.Args) -> C.Outcome:
     )  # fmt: skip
     outcome = C.Outcome(CLAIM, NAME, v, headline, "c10_training.png")
     config = sz | {"models": {f"{t}/{k}": c for t, m in cfgs.items() for k, c in m.items()}}
-    data = {
-        "decisions": parts,
-        "ratio": {f"{t}/{k}": r["ratio"] for (t, k), r in res.items()},
-        "share": {f"{t}/{k}/{w}": share(t, k, w) for (t, k) in res for w in ("init", "trained")},
-        "layer_share": {f"{t}/{k}": r["trained"]["layer_share"] for (t, k), r in res.items() if "×" in k},
-    }
+    data = {"decisions": parts, "ratio": {f"{t}/{k}": r["ratio"] for (t, k), r in res.items()}}
+    data["share"] = {f"{t}/{k}/{w}": share(t, k, w) for (t, k) in res for w in ("init", "trained")}
+    data["layer_share"] = {f"{t}/{k}": r["trained"]["layer_share"] for (t, k), r in res.items() if "×" in k}
     return C.save(args, NAME, outcome, summary, _figure(res, cfgs, parts, sz, v), config, data, n)
 
 
@@ -180,8 +172,8 @@ def _figure(res, cfgs, parts, sz, v):
 
     color = {k: f"C{j % 10}" for j, k in enumerate(dict.fromkeys(k for m in cfgs.values() for k in m))}
     stacks = [k for k in color if k.startswith("2×")]
-    n_rows = len(sz["tasks"])
-    fig, grid = plt.subplots(n_rows, 2 + len(stacks), figsize=(11 + 4.2 * len(stacks), 4.4 * n_rows), squeeze=False)
+    n_r, n_c = len(sz["tasks"]), 2 + len(stacks)
+    fig, grid = plt.subplots(n_r, n_c, figsize=(2.5 + 4.2 * n_c, 4.4 * n_r), squeeze=False)
     for axes, (t, T, t_probe) in zip(grid, sz["tasks"]):
         for j, k in enumerate(cfgs[t]):
             r = res[t, k]
@@ -193,12 +185,11 @@ def _figure(res, cfgs, parts, sz, v):
         for y, ls in ((1.0, "--"), (SUCCESS, ":")):
             axes[0].axhline(y, color="k", ls=ls, lw=0.8)
         axes[0].set(yscale="log", xlabel="training step", ylabel="loss / baseline (median, 95% CI)")
-        what = "scored" if t == "copy" else "not scored"
-        axes[0].set_title(f"{t} T={T} ({what}); dashed: no-memory baseline, dotted: success", fontsize=9)
+        axes[0].set_title(f"{t} T={T} ({'scored' if t == 'copy' else 'not scored'}); dashed: no-memory baseline, "
+                          "dotted: success", fontsize=9)  # fmt: skip
         axes[0].legend(fontsize=7, ncol=2)
-        axes[1].set(xticks=range(len(cfgs[t])), xlim=(-0.6, len(cfgs[t]) - 0.4))
-        axes[1].set_xticklabels(list(cfgs[t]), rotation=35, fontsize=8)
-        axes[1].set(yscale="log", ylabel=f"‖G_d≥{sz['max_d']}‖ / ‖g‖ (median, 95% CI)")
+        axes[1].set_xticks(range(len(cfgs[t])), list(cfgs[t]), rotation=35, fontsize=8)
+        axes[1].set(xlim=(-0.6, len(cfgs[t]) - 0.4), yscale="log", ylabel=f"‖G_d≥{sz['max_d']}‖ / ‖g‖ (median, 95% CI)")
         axes[1].set_title(f"long-range share, {t} probed at T={t_probe}: init (open), trained (filled)", fontsize=9)
         axes[1].legend(fontsize=7)
         for ax, k in zip(axes[2:], stacks):
