@@ -228,11 +228,11 @@ def long_range(cell, params, xs, loss, max_d: int) -> dict:
     """
     n_t = xs.shape[-2]
     d = gp.decompose(cell, params, xs, loss, max_hops=0, parts=("step", "state"))
-    far = lambda tree: A.flat_lead(tree)[: n_t - max_d].sum(0)  # G_{d≥D}: steps t ≤ T−1−D
-    total = jnp.linalg.norm(A.flat_lead(d.by_step).sum(0))
-    out = {"share": jnp.linalg.norm(far(d.by_step)) / total, "norm": jnp.linalg.norm(far(d.by_step))}
+    far = lambda by_step: jnp.linalg.norm(A.by_distance_last_step(by_step)[max_d:].sum(0))  # ‖G_{d≥D}‖
+    out = {"norm": far(d.by_step)}
+    out["share"] = out["norm"] / jnp.linalg.norm(A.flat_lead(d.total, 0))
     layers = lambda tree: tree if isinstance(params, tuple) else (tree,)  # a stack's parts are per layer
-    out["layer_share"] = jnp.stack([jnp.linalg.norm(far(p)) for p in layers(d.by_step)]) / out["norm"]
+    out["layer_share"] = jnp.stack([far(p) for p in layers(d.by_step)]) / out["norm"]
     out["layer_time"] = jnp.stack(
         [jnp.linalg.norm(A.flat_lead(s).reshape(n_t, -1), axis=-1) for s in layers(d.state_grads)]
     )

@@ -101,9 +101,8 @@ def check_cell(cell: Any, input_size: int, *, key: jax.Array | None = None, dtyp
     def sums_and_ref(params, xs):
         ref = jax.grad(lambda p: loss(unroll(cell, p, xs, backward="autodiff")))(params)
         d = dec.decompose(cell, params, xs, loss, max_hops=T, parts=dec.PARTS)
-        one, two = (d.by_step, d.by_distance, d.by_hops), (d.by_distance_hops, d.by_step_hops)
-        lead = [(p, 0) for p in one] + [(p, (0, 1)) for p in two]
-        return [d.total, *(jax.tree.map(lambda v, a=a: v.sum(a), p) for p, a in lead)], ref
+        one = [dec._sum(p, 0) for p in (d.by_step, d.by_distance, d.by_hops)]
+        return [d.total, *one, *(dec._sum(p, (0, 1)) for p in (d.by_distance_hops, d.by_step_hops))], ref
 
     sums, ref = sums_and_ref(params, xs)
     err_grad = max(_rel(s, ref) for s in sums)
